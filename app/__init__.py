@@ -1,0 +1,45 @@
+"""fastchat-gateway: an OpenAI-compatible API server for FastChat controller/worker clusters."""
+from __future__ import annotations
+
+from collections.abc import Mapping
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+from flask import Flask
+
+from app import api, auth, errors
+from app.config import load_config
+from app.serving.cluster import Cluster
+from app.upstream.client import UpstreamClient
+from app.upstream.controller import Controller
+from app.upstream.worker import Workers
+
+
+def create_app(test_config: Mapping[str, Any] | None = None, environ: Mapping[str, str] | None = None) -> Flask:
+    """Build the app from the environment (or `environ`), with `test_config` overriding any setting.
+
+    Raises app.config.ConfigError naming the first invalid setting.
+    """
+    app = Flask(__name__)
+    app.config.from_mapping(load_config(environ, test_config))
+    app.json.compact = True
+    app.json.ensure_ascii = False
+    app.json.sort_keys = False
+    errors.register_error_handlers(app)
+    auth.init_app(app)
+    app.extensions["cluster"] = build_cluster(app.config)
+    api.init_app(app)
+    return app
+
+
+def build_cluster(config: Mapping[str, Any]) -> Cluster:
+    """The upstream clients, configured; no network traffic happens here."""
+    client = UpstreamClient(connect_retries=config["UPSTREAM_CONNECT_RETRIES"])
+    controller = Controller(
+        client, config["CONTROLLER_ADDRESS"],
+        timeout=(config["CONTROLLER_CONNECT_TIMEOUT"], config["CONTROLLER_READ_TIMEOUT"]),
+        model_list_ttl=config["MODEL_LIST_TTL"], refresh_interval=config["WORKER_REFRESH_INTERVAL"])
+    workers = Workers(client, timeout=(config["WORKER_CONNECT_TIMEOUT"], config["WORKER_READ_TIMEOUT"]),
+                      cache_size=config["TEMPLATE_CACHE_SIZE"])
+    return Cluster(controller, workers, ThreadPoolExecutor(max_workers=32, thread_name_prefix="choice"),
+                   numbering=config["SEP_STYLE_NUMBERING"], clip_overflow=config["CONTEXT_OVERFLOW"] == "clip")

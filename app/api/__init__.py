@@ -1,0 +1,44 @@
+"""HTTP endpoints: blueprints registration and the two helpers every view uses."""
+from __future__ import annotations
+
+import json
+
+from flask import Flask, current_app, request
+from marshmallow import Schema, ValidationError
+
+from app.errors import ApiError, from_validation, invalid_request
+from app.schemas.chat import ChatCompletionRequestSchema
+from app.serving.cluster import Cluster
+
+
+def init_app(app: Flask) -> None:
+    """Build the request schemas with the configured limits and register every blueprint."""
+    from app.api import chat, health, models
+
+    app.extensions["schemas"] = {
+        "chat": ChatCompletionRequestSchema(max_n=app.config["MAX_N"], max_stop=app.config["MAX_STOP_SEQUENCES"]),
+    }
+    for blueprint in (health.bp, models.bp, chat.bp):
+        app.register_blueprint(blueprint)
+
+
+def get_cluster() -> Cluster:
+    return current_app.extensions["cluster"]
+
+
+def load_body(schema_name: str) -> dict:
+    """The request's JSON body loaded through the named schema. Raises ApiError (400/415) on any problem."""
+    schema: Schema = current_app.extensions["schemas"][schema_name]
+    if request.mimetype and request.mimetype != "application/json" and not request.mimetype.endswith("+json"):
+        raise ApiError(415, f"Unsupported Content-Type '{request.mimetype}': send the body as application/json.",
+                       keep_status=True)
+    try:
+        data = json.loads(request.get_data(cache=False))
+    except (ValueError, RecursionError):
+        raise invalid_request("The request body is not valid JSON.") from None
+    if not isinstance(data, dict):
+        raise invalid_request("The request body must be a JSON object.")
+    try:
+        return schema.load(data)
+    except ValidationError as exc:
+        raise from_validation(exc) from None

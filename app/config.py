@@ -1,0 +1,93 @@
+"""Application settings: read once from the environment, validated, and failing fast with the setting's name.
+
+Server settings (bind address, processes, threads) belong to gunicorn.conf.py; these are the app's own.
+"""
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Mapping
+from typing import Any
+from urllib.parse import urlsplit
+
+
+class ConfigError(ValueError):
+    """A setting has a value the gateway cannot run with; the message names the setting."""
+
+
+def _url(value: str) -> str:
+    parts = urlsplit(value)
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        raise ValueError("must be an http:// or https:// URL such as http://localhost:21001")
+    return value.rstrip("/")
+
+
+def _key_list(value: str) -> tuple[str, ...]:
+    return tuple(key.strip() for key in value.split(",") if key.strip())
+
+
+def _number(minimum: float, *, integer: bool = False, strict: bool = False) -> Callable[[str], float | int]:
+    def parse(value: str) -> float | int:
+        try:
+            number = int(value) if integer else float(value)
+        except ValueError:
+            raise ValueError(f"must be {'an integer' if integer else 'a number'}") from None
+        if number < minimum or (strict and number == minimum) or number != number:
+            raise ValueError(f"must be {'greater than' if strict else 'at least'} {minimum}")
+        return number
+
+    return parse
+
+
+def _choice(*choices: str) -> Callable[[str], str]:
+    def parse(value: str) -> str:
+        if value.lower() not in choices:
+            raise ValueError(f"must be one of {', '.join(choices)}")
+        return value.lower()
+
+    return parse
+
+
+# name: (parser of the environment string, default value, one-line meaning for the README)
+SETTINGS: dict[str, tuple[Callable[[str], Any], Any, str]] = {
+    "CONTROLLER_ADDRESS": (_url, "http://localhost:21001", "FastChat controller base URL"),
+    "API_KEYS": (_key_list, (), "comma-separated accepted API keys; empty disables auth"),
+    "CONTROLLER_CONNECT_TIMEOUT": (_number(0, strict=True), 3.0, "seconds to connect to the controller"),
+    "CONTROLLER_READ_TIMEOUT": (_number(0, strict=True), 30.0, "seconds to wait for a controller reply"),
+    "WORKER_CONNECT_TIMEOUT": (_number(0, strict=True), 3.0, "seconds to connect to a worker"),
+    "WORKER_READ_TIMEOUT": (
+        _number(0, strict=True), 600.0,
+        "seconds a worker may stay silent (whole non-streamed generation; gap between streamed frames)"),
+    "UPSTREAM_CONNECT_RETRIES": (_number(0, integer=True), 1, "extra tries when a connection is refused"),
+    "MODEL_LIST_TTL": (_number(0), 5.0, "seconds the controller's model list is cached"),
+    "WORKER_REFRESH_INTERVAL": (
+        _number(0), 60.0, "minimum seconds between /refresh_all_workers calls made by GET /v1/models"),
+    "TEMPLATE_CACHE_SIZE": (_number(1, integer=True), 1024, "conversation templates kept per process"),
+    "SEP_STYLE_NUMBERING": (
+        _choice("auto", "head", "0.2.36"), "auto", "sep_style integers of workers: auto-detect, or force one"),
+    "ERROR_STATUS_MODE": (_choice("openai", "fastchat"), "openai", "fastchat answers handled errors with 400"),
+    "CONTEXT_OVERFLOW": (
+        _choice("error", "clip"), "error", "max_tokens over the context: 400, or clip silently like FastChat"),
+    "MAX_N": (_number(1, integer=True), 128, "largest accepted n"),
+    "MAX_STOP_SEQUENCES": (_number(0, integer=True), 16, "most stop strings accepted in one request"),
+}
+
+
+def load_config(environ: Mapping[str, str] | None = None, overrides: Mapping[str, Any] | None = None) -> dict:
+    """Return every setting: defaults, then the environment (parsed and checked), then already-typed overrides.
+
+    Raises ConfigError naming the first invalid setting.
+    """
+    environ = os.environ if environ is None else environ
+    config = {}
+    for name, (parse, default, _) in SETTINGS.items():
+        raw = environ.get(name)
+        if raw is None or not raw.strip():
+            config[name] = default
+            continue
+        try:
+            config[name] = parse(raw.strip())
+        except ValueError as exc:
+            raise ConfigError(f"invalid {name}={raw!r}: {exc}") from None
+    for name, value in (overrides or {}).items():
+        config[name] = value
+    return config

@@ -1,0 +1,178 @@
+"""The gateway's one error type and the one place that renders it, for JSON responses and SSE events alike.
+
+The body is a superset both kinds of clients read: the openai SDK reads `error`, FastChat clients read the
+top-level `object`/`message`/`code`.
+"""
+from __future__ import annotations
+
+import logging
+from enum import IntEnum
+
+from flask import Flask, Response, current_app, jsonify
+from marshmallow import ValidationError
+from werkzeug.exceptions import HTTPException
+
+from app.upstream import errors as upstream_errors
+from app.upstream.errors import UpstreamError
+
+logger = logging.getLogger(__name__)
+
+
+class ErrorCode(IntEnum):
+    """FastChat's ErrorCode numbers (fastchat/constants.py), kept so FastChat clients understand us."""
+
+    VALIDATION_TYPE_ERROR = 40001
+    INVALID_AUTH_KEY = 40101
+    INVALID_MODEL = 40301
+    PARAM_OUT_OF_RANGE = 40302
+    CONTEXT_OVERFLOW = 40303
+    INTERNAL_ERROR = 50001
+    CUDA_OUT_OF_MEMORY = 50002
+    CONTROLLER_NO_WORKER = 50005
+    CONTROLLER_WORKER_TIMEOUT = 50006
+
+
+class ApiError(Exception):
+    """Any failure a client is told about: status, OpenAI error fields and FastChat's code travel together.
+
+    keep_status: the status is part of HTTP itself (auth, routing, body size), so ERROR_STATUS_MODE=fastchat
+    leaves it alone.
+    """
+
+    def __init__(self, status: int, message: str, *, type: str = "invalid_request_error", param: str | None = None,
+                 code: str | None = None, fastchat_code: int = ErrorCode.VALIDATION_TYPE_ERROR,
+                 keep_status: bool = False, headers: dict | None = None):
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.type = type
+        self.param = param
+        self.code = code
+        self.fastchat_code = int(fastchat_code)
+        self.keep_status = keep_status
+        self.headers = headers or {}
+
+    def body(self) -> dict:
+        """The error body, as sent both as a JSON response and as an SSE event."""
+        return {
+            "object": "error",
+            "message": self.message,
+            "code": self.fastchat_code,
+            "error": {"message": self.message, "type": self.type, "param": self.param, "code": self.code},
+        }
+
+
+def invalid_request(message: str, param: str | None = None) -> ApiError:
+    return ApiError(400, message, param=param)
+
+
+def unsupported_parameter(param: str, message: str) -> ApiError:
+    return ApiError(400, message, param=param, code="unsupported_parameter")
+
+
+def invalid_api_key() -> ApiError:
+    return ApiError(401, "Incorrect API key provided. Send it as 'Authorization: Bearer <key>'.",
+                    code="invalid_api_key", fastchat_code=ErrorCode.INVALID_AUTH_KEY, keep_status=True)
+
+
+def model_not_found(model: str) -> ApiError:
+    return ApiError(404, f"The model `{model}` does not exist.", param="model", code="model_not_found",
+                    fastchat_code=ErrorCode.INVALID_MODEL)
+
+
+def context_length_exceeded(context_length: int, prompt_tokens: int, max_tokens: int | None,
+                            param: str = "messages") -> ApiError:
+    """OpenAI's wording, so clients that parse it (LangChain, chat UIs) recognise it."""
+    if max_tokens is None:
+        detail = (f"However, your messages resulted in {prompt_tokens} tokens, which leaves no room for a "
+                  "completion. Please reduce the length of the messages.")
+    else:
+        detail = (f"However, you requested {prompt_tokens + max_tokens} tokens ({prompt_tokens} in the messages, "
+                  f"{max_tokens} in the completion). Please reduce the length of the messages or completion.")
+    return ApiError(400, f"This model's maximum context length is {context_length} tokens. {detail}", param=param,
+                    code="context_length_exceeded", fastchat_code=ErrorCode.CONTEXT_OVERFLOW)
+
+
+def from_validation(exc: ValidationError) -> ApiError:
+    """Turn marshmallow's nested messages into one error naming the first failing field."""
+    problems = list(_flatten(exc.messages))
+    path, first = problems[0]
+    message = "; ".join(f"{p}: {m}" if p else m for p, m in problems)
+    # Tagged messages (app.schemas.fields) carry their own codes; plain ones are schema violations.
+    return ApiError(400, message, param=path or None, code=getattr(first, "error_code", None),
+                    fastchat_code=getattr(first, "fastchat_code", ErrorCode.VALIDATION_TYPE_ERROR))
+
+
+def _flatten(messages, path: str = ""):
+    if isinstance(messages, dict):
+        for key, value in messages.items():
+            if key == "_schema":
+                child = path
+            elif isinstance(key, int):
+                child = f"{path}[{key}]"
+            else:
+                child = f"{path}.{key}" if path else str(key)
+            yield from _flatten(value, child)
+    elif isinstance(messages, list):
+        for item in messages:
+            yield from _flatten(item, path)
+    else:
+        yield path, messages
+
+
+_UPSTREAM = {
+    upstream_errors.UNAVAILABLE: (503, "service_unavailable_error", "upstream_unavailable",
+                                  ErrorCode.CONTROLLER_NO_WORKER),
+    upstream_errors.TIMEOUT: (504, "server_error", "upstream_timeout", ErrorCode.CONTROLLER_WORKER_TIMEOUT),
+    upstream_errors.BAD_RESPONSE: (502, "server_error", "upstream_error", ErrorCode.INTERNAL_ERROR),
+}
+
+
+def from_upstream(exc: UpstreamError) -> ApiError:
+    """Map an upstream failure to the status and fields clients are promised."""
+    if exc.kind == upstream_errors.WORKER_ERROR:
+        code = exc.error_code or ErrorCode.INTERNAL_ERROR
+        status = 400 if 40000 <= code < 50000 else 503 if code == ErrorCode.CUDA_OUT_OF_MEMORY else 500
+        return ApiError(status, exc.message, type="server_error", code="worker_error", fastchat_code=code)
+    status, type_, code, fastchat_code = _UPSTREAM[exc.kind]
+    # A timed-out generation already cost the worker its time: ask the SDK not to repeat it.
+    headers = {"x-should-retry": "false"} if status == 504 else None
+    return ApiError(status, exc.message, type=type_, code=code, fastchat_code=fastchat_code, headers=headers)
+
+
+def as_api_error(exc: BaseException) -> ApiError:
+    """Whatever was raised, the ApiError a client gets for it (unexpected ones are logged, never echoed)."""
+    if isinstance(exc, ApiError):
+        return exc
+    if isinstance(exc, UpstreamError):
+        logger.warning("upstream %s failure (%s): %s", exc.upstream, exc.kind, exc.message)
+        return from_upstream(exc)
+    if isinstance(exc, ValidationError):
+        return from_validation(exc)
+    if isinstance(exc, HTTPException):
+        return ApiError(exc.code or 500, exc.description or exc.name, keep_status=True,
+                        type="invalid_request_error" if (exc.code or 500) < 500 else "server_error",
+                        fastchat_code=ErrorCode.VALIDATION_TYPE_ERROR if (exc.code or 500) < 500
+                        else ErrorCode.INTERNAL_ERROR,
+                        headers=dict(exc.get_headers()) if exc.code == 405 else None)
+    logger.exception("unhandled error", exc_info=exc)
+    return ApiError(500, "The server had an error while processing your request.", type="server_error",
+                    fastchat_code=ErrorCode.INTERNAL_ERROR)
+
+
+def render(error: ApiError) -> Response:
+    """The only function that turns an error into an HTTP response."""
+    status = error.status
+    if current_app.config["ERROR_STATUS_MODE"] == "fastchat" and not error.keep_status:
+        status = 400
+    response = jsonify(error.body())
+    response.status_code = status
+    for name, value in error.headers.items():
+        if name.lower() != "content-type":
+            response.headers[name] = value
+    return response
+
+
+def register_error_handlers(app: Flask) -> None:
+    """Every exception, including routing 404/405 and crashes, is rendered by `render`."""
+    app.register_error_handler(Exception, lambda exc: render(as_api_error(exc)))

@@ -1,0 +1,132 @@
+"""HTTP to the controller and workers: one pooled requests.Session per thread, explicit timeouts, and every
+transport failure translated here, once, into UpstreamError.
+"""
+from __future__ import annotations
+
+import json
+import socket
+import threading
+from collections.abc import Iterator
+from typing import Any
+
+import requests
+from requests.adapters import HTTPAdapter
+from urllib3.exceptions import ReadTimeoutError
+from urllib3.util.retry import Retry
+
+from app.upstream.errors import BAD_RESPONSE, TIMEOUT, UNAVAILABLE, UpstreamError
+from app.upstream.framing import TruncatedFrameError, iter_frames
+
+Timeout = tuple[float, float]  # (connect, read) seconds; read is the longest silence between two bytes
+
+
+class UpstreamClient:
+    """POSTs JSON to FastChat processes; callers get parsed JSON or an open frame stream, never requests types."""
+
+    def __init__(self, *, connect_retries: int = 1, pool_size: int = 64):
+        self._local = threading.local()
+        # Retry only failures to connect: nothing was sent, so even a generation request is safe to repeat.
+        self._retry = Retry(total=connect_retries, connect=connect_retries, read=0, status=0, other=0, redirect=0,
+                            allowed_methods=None, raise_on_status=False)
+        self._pool_size = pool_size
+
+    def session(self) -> requests.Session:
+        """This thread's Session: requests does not promise a Session is safe to share between threads."""
+        session = getattr(self._local, "session", None)
+        if session is None:
+            session = requests.Session()
+            session.headers["User-Agent"] = "fastchat-gateway"
+            adapter = HTTPAdapter(max_retries=self._retry, pool_maxsize=self._pool_size)
+            session.mount("http://", adapter)
+            session.mount("https://", adapter)
+            self._local.session = session
+        return session
+
+    def post_json(self, url: str, payload: Any, *, timeout: Timeout, upstream: str) -> Any:
+        """POST `payload` (no body when None) and return the decoded JSON reply.
+
+        Raises UpstreamError: unavailable, timeout, or bad_response (non-200 or not JSON).
+        """
+        response = self._post(url, payload, timeout=timeout, upstream=upstream, stream=False)
+        try:
+            return response.json()
+        except ValueError:
+            raise UpstreamError(BAD_RESPONSE, f"The {upstream} sent a reply that is not JSON.",
+                                upstream=upstream) from None
+
+    def open_stream(self, url: str, payload: Any, *, timeout: Timeout, upstream: str) -> "FrameStream":
+        """POST and return the open NUL-framed stream once its status is known to be 200."""
+        return FrameStream(self._post(url, payload, timeout=timeout, upstream=upstream, stream=True), upstream)
+
+    def _post(self, url: str, payload: Any, *, timeout: Timeout, upstream: str, stream: bool) -> requests.Response:
+        try:
+            response = self.session().post(url, json=payload, timeout=timeout, stream=stream)
+        except requests.ConnectTimeout:
+            raise UpstreamError(UNAVAILABLE, f"The {upstream} did not accept a connection in time.",
+                                upstream=upstream) from None
+        except requests.Timeout:
+            raise UpstreamError(TIMEOUT, f"The {upstream} did not answer in time.", upstream=upstream) from None
+        except requests.ConnectionError as exc:
+            if _is_read_timeout(exc):
+                raise UpstreamError(TIMEOUT, f"The {upstream} did not answer in time.", upstream=upstream) from None
+            raise UpstreamError(UNAVAILABLE, f"The {upstream} could not be reached.", upstream=upstream) from None
+        except requests.RequestException as exc:
+            raise UpstreamError(BAD_RESPONSE, f"The {upstream} request failed: {type(exc).__name__}.",
+                                upstream=upstream) from None
+        if response.status_code != 200:
+            response.close()
+            raise UpstreamError(BAD_RESPONSE, f"The {upstream} answered with HTTP {response.status_code}.",
+                                upstream=upstream)
+        return response
+
+
+class FrameStream:
+    """An open worker stream: iterate it for decoded frames; close() releases the connection (and so the
+    worker's concurrency slot) at once."""
+
+    def __init__(self, response: requests.Response, upstream: str = "worker"):
+        self._response = response
+        self._upstream = upstream
+
+    def __iter__(self) -> Iterator[dict]:
+        try:
+            for frame in iter_frames(self._response.iter_content(chunk_size=None)):
+                yield _decode_frame(frame, self._upstream)
+        except requests.ConnectionError as exc:
+            if _is_read_timeout(exc):
+                raise UpstreamError(TIMEOUT, f"The {self._upstream} stopped sending in time.",
+                                    upstream=self._upstream) from None
+            raise self._broken() from None
+        except (requests.RequestException, TruncatedFrameError):
+            raise self._broken() from None
+
+    def close(self) -> None:
+        # shutdown() wakes a thread blocked reading this socket at once; close() alone waits for the next byte.
+        connection = getattr(self._response.raw, "connection", None)
+        sock = getattr(connection, "sock", None)
+        if sock is not None:
+            try:
+                sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+        self._response.close()
+
+    def _broken(self) -> UpstreamError:
+        return UpstreamError(BAD_RESPONSE, f"The {self._upstream} closed the stream before it finished.",
+                             upstream=self._upstream)
+
+
+def _decode_frame(frame: bytes, upstream: str) -> dict:
+    try:
+        data = json.loads(frame)
+    except ValueError:
+        data = None
+    if not isinstance(data, dict):
+        raise UpstreamError(BAD_RESPONSE, f"The {upstream} sent a stream frame that is not a JSON object.",
+                            upstream=upstream)
+    return data
+
+
+def _is_read_timeout(exc: BaseException) -> bool:
+    # requests reports a read timeout inside a streamed body as ConnectionError(ReadTimeoutError).
+    return any(isinstance(arg, ReadTimeoutError) for arg in exc.args)

@@ -1,0 +1,55 @@
+import json
+
+import pytest
+
+from app.upstream.framing import TruncatedFrameError, iter_frames
+
+BODY = b'{"text": "He", "error_code": 0}\0{"text": "Hello", "error_code": 0}\0{"text": "Hello!", "error_code": 0}\0'
+
+
+def test_frames_split_on_nul():
+    assert [json.loads(f)["text"] for f in iter_frames([BODY])] == ["He", "Hello", "Hello!"]
+
+
+@pytest.mark.parametrize("size", [1, 2, 3, 7, 31, 64])
+def test_frames_are_the_same_whatever_the_chunk_boundaries(size):
+    chunks = [BODY[i:i + size] for i in range(0, len(BODY), size)]
+    assert list(iter_frames(chunks)) == list(iter_frames([BODY]))
+
+
+def test_every_split_position_gives_the_same_frames():
+    expected = list(iter_frames([BODY]))
+    for cut in range(len(BODY) + 1):
+        assert list(iter_frames([BODY[:cut], BODY[cut:]])) == expected
+
+
+def test_empty_frames_are_skipped():
+    assert list(iter_frames([b"\0\0a\0\0\0b\0"])) == [b"a", b"b"]
+
+
+def test_bytes_after_the_last_nul_are_an_error_not_silently_dropped():
+    with pytest.raises(TruncatedFrameError):
+        list(iter_frames([b'{"text": "a"}\0{"text": "ab']))
+
+
+def test_a_non_200_body_without_nul_is_an_error():
+    with pytest.raises(TruncatedFrameError):
+        list(iter_frames([b"Internal Server Error"]))
+
+
+def test_trailing_whitespace_is_not_a_frame():
+    assert list(iter_frames([b'{"a": 1}\0\n'])) == [b'{"a": 1}']
+
+
+def test_frames_are_yielded_as_soon_as_complete():
+    seen = []
+
+    def chunks():
+        yield b'{"a": 1}\0{"b"'
+        seen.append("second chunk requested")
+        yield b': 2}\0'
+
+    frames = iter_frames(chunks())
+    assert next(frames) == b'{"a": 1}'
+    assert seen == []
+    assert next(frames) == b'{"b": 2}'

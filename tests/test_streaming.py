@@ -1,0 +1,114 @@
+"""SSE encoding and the guarantee that matters most: the worker stream is closed however the response ends."""
+import json
+import threading
+import time
+
+import pytest
+
+from app.serving.interleave import interleave
+from app.streaming import sse_events
+from app.upstream.errors import UpstreamError
+
+
+class Source:
+    """A chunk source that records whether it was closed."""
+
+    def __init__(self, items, fail_with=None):
+        self.items = list(items)
+        self.fail_with = fail_with
+        self.closed = False
+
+    def __iter__(self):
+        yield from self.items
+        if self.fail_with:
+            raise self.fail_with
+
+    def close(self):
+        self.closed = True
+
+
+def generator_over(source):
+    def chunks():
+        try:
+            yield from source
+        finally:
+            source.close()
+    return chunks()
+
+
+def decode(events):
+    return [e.decode() for e in events]
+
+
+def test_events_are_data_lines_then_done():
+    events = decode(sse_events(iter([{"a": 1}, {"b": "é"}])))
+    assert events == ['data: {"a":1}\n\n', 'data: {"b":"é"}\n\n', "data: [DONE]\n\n"]
+
+
+def test_error_mid_stream_is_an_error_event_then_done_and_the_source_is_closed():
+    source = Source([{"a": 1}], fail_with=UpstreamError("worker_error", "boom", error_code=50001))
+    events = decode(sse_events(generator_over(source)))
+    assert events[-1] == "data: [DONE]\n\n"
+    error = json.loads(events[-2][len("data: "):])
+    assert error["error"]["message"] == "boom" and error["code"] == 50001
+    assert source.closed
+
+
+def test_client_disconnect_closes_the_source_without_yielding_more():
+    source = Source([{"i": i} for i in range(10)])
+    events = sse_events(generator_over(source))
+    assert next(events).startswith(b"data: ")
+    events.close()  # what the WSGI server does when the client has gone
+    assert source.closed
+
+
+def test_close_before_start_still_closes_the_source():
+    source = Source([{"i": 1}])
+    events = sse_events(source)
+    next(events)
+    events.close()
+    assert source.closed
+
+
+def test_interleave_yields_from_all_sources_concurrently():
+    gate = threading.Event()
+
+    def slow():
+        yield "slow-1"
+        gate.wait(5)
+        yield "slow-2"
+
+    def fast():
+        yield "fast-1"
+        yield "fast-2"
+        gate.set()
+
+    seen = list(interleave([slow(), fast()]))
+    assert sorted(seen) == [(0, "slow-1"), (0, "slow-2"), (1, "fast-1"), (1, "fast-2")]
+    assert seen[-1] == (0, "slow-2")  # the fast source did not wait for the slow one
+
+
+def test_interleave_raises_the_first_failure():
+    def broken():
+        yield 1
+        raise UpstreamError("bad_response", "cut")
+
+    with pytest.raises(UpstreamError):
+        list(interleave([iter([1, 2]), broken()]))
+
+
+def test_interleave_stops_its_readers_when_closed():
+    produced = []
+
+    def endless(tag):
+        for i in range(10_000):
+            produced.append(tag)
+            yield i
+
+    merged = interleave([endless("a"), endless("b")])
+    next(merged)
+    merged.close()
+    time.sleep(0.3)
+    count = len(produced)
+    time.sleep(0.3)
+    assert len(produced) == count < 20_000

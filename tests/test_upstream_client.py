@@ -1,0 +1,112 @@
+import pytest
+import requests
+import responses
+from urllib3.exceptions import ReadTimeoutError
+
+from app.upstream import errors
+from app.upstream.client import UpstreamClient
+from app.upstream.errors import UpstreamError
+from tests.fakes import WORKER, frames
+
+URL = f"{WORKER}/count_token"
+TIMEOUT = (1.0, 2.0)
+
+
+@pytest.fixture
+def client():
+    return UpstreamClient(connect_retries=0)
+
+
+def post(client, url=URL, payload=None):
+    return client.post_json(url, payload or {"model": "m"}, timeout=TIMEOUT, upstream="worker")
+
+
+def test_post_json_sends_payload_and_returns_reply(client, upstream):
+    upstream.post(URL, json={"count": 3}, match=[responses.matchers.json_params_matcher({"model": "m"})])
+    assert post(client) == {"count": 3}
+
+
+def test_post_without_payload_sends_no_body(client, upstream):
+    upstream.post(f"{WORKER}/list_models", json={"models": []})
+    client.post_json(f"{WORKER}/list_models", None, timeout=TIMEOUT, upstream="controller")
+    assert upstream.calls[0].request.body is None
+
+
+def test_the_timeout_is_passed_to_requests(client, upstream):
+    upstream.post(URL, json={}, match=[responses.matchers.request_kwargs_matcher({"timeout": TIMEOUT})])
+    post(client)
+
+
+@pytest.mark.parametrize("exc, kind", [
+    (requests.ConnectionError("refused"), errors.UNAVAILABLE),
+    (requests.ConnectTimeout("slow connect"), errors.UNAVAILABLE),
+    (requests.ReadTimeout("slow reply"), errors.TIMEOUT),
+    (requests.ConnectionError(ReadTimeoutError(None, URL, "read timed out")), errors.TIMEOUT),
+    (requests.exceptions.ChunkedEncodingError("broken"), errors.BAD_RESPONSE),
+])
+def test_transport_failures_become_upstream_errors(client, upstream, exc, kind):
+    upstream.post(URL, body=exc)
+    with pytest.raises(UpstreamError) as raised:
+        post(client)
+    assert raised.value.kind == kind
+    assert raised.value.upstream == "worker"
+
+
+@pytest.mark.parametrize("status", [404, 500, 503])
+def test_non_200_is_a_bad_response(client, upstream, status):
+    upstream.post(URL, body="Internal Server Error", status=status)
+    with pytest.raises(UpstreamError, match=str(status)) as raised:
+        post(client)
+    assert raised.value.kind == errors.BAD_RESPONSE
+
+
+def test_reply_that_is_not_json_is_a_bad_response(client, upstream):
+    upstream.post(URL, body="<html>")
+    with pytest.raises(UpstreamError) as raised:
+        post(client)
+    assert raised.value.kind == errors.BAD_RESPONSE
+
+
+def test_each_thread_gets_its_own_session_and_reuses_it(client):
+    import threading
+
+    first = client.session()
+    assert client.session() is first
+    other = []
+    thread = threading.Thread(target=lambda: other.append(client.session()))
+    thread.start()
+    thread.join()
+    assert other[0] is not first
+
+
+def test_connection_failures_are_retried_but_not_reads(client):
+    adapter = client.session().get_adapter("http://x")
+    assert adapter.max_retries.connect == 0
+    retrying = UpstreamClient(connect_retries=2).session().get_adapter("http://x").max_retries
+    assert (retrying.connect, retrying.read, retrying.status, retrying.allowed_methods) == (2, 0, 0, None)
+
+
+def test_stream_yields_decoded_frames_and_closes(client, upstream):
+    upstream.post(f"{WORKER}/worker_generate_stream", body=frames({"text": "a"}, {"text": "ab"}))
+    stream = client.open_stream(f"{WORKER}/worker_generate_stream", {}, timeout=TIMEOUT, upstream="worker")
+    assert [frame["text"] for frame in stream] == ["a", "ab"]
+    stream.close()
+
+
+def test_stream_with_non_200_status_fails_before_any_frame(client, upstream):
+    upstream.post(f"{WORKER}/worker_generate_stream", body="Internal Server Error", status=500)
+    with pytest.raises(UpstreamError) as raised:
+        client.open_stream(f"{WORKER}/worker_generate_stream", {}, timeout=TIMEOUT, upstream="worker")
+    assert raised.value.kind == errors.BAD_RESPONSE
+
+
+@pytest.mark.parametrize("body", [b'{"text": "a"}\0not json\0', b'{"text": "a"}\0["a list"]\0', b'{"text": "a"}\0{"te'])
+def test_garbage_or_truncated_frames_raise(client, upstream, body):
+    upstream.post(f"{WORKER}/worker_generate_stream", body=body)
+    stream = client.open_stream(f"{WORKER}/worker_generate_stream", {}, timeout=TIMEOUT, upstream="worker")
+    frames_seen = []
+    with pytest.raises(UpstreamError) as raised:
+        for frame in stream:
+            frames_seen.append(frame)
+    assert frames_seen == [{"text": "a"}]
+    assert raised.value.kind == errors.BAD_RESPONSE

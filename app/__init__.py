@@ -12,6 +12,7 @@ from app.config import load_config
 from app.serving.cluster import Cluster
 from app.upstream.client import UpstreamClient
 from app.upstream.controller import Controller
+from app.upstream.static_workers import StaticWorkers
 from app.upstream.worker import Workers
 
 
@@ -35,10 +36,16 @@ def create_app(test_config: Mapping[str, Any] | None = None, environ: Mapping[st
 def build_cluster(config: Mapping[str, Any]) -> Cluster:
     """The upstream clients, configured; no network traffic happens here."""
     client = UpstreamClient(connect_retries=config["UPSTREAM_CONNECT_RETRIES"])
-    controller = Controller(
-        client, config["CONTROLLER_ADDRESS"],
-        timeout=(config["CONTROLLER_CONNECT_TIMEOUT"], config["CONTROLLER_READ_TIMEOUT"]),
-        model_list_ttl=config["MODEL_LIST_TTL"], refresh_interval=config["WORKER_REFRESH_INTERVAL"])
+    if config["WORKER_ADDRESSES"]:
+        controller = StaticWorkers(
+            client, config["WORKER_ADDRESSES"], interval=config["WORKER_STATUS_INTERVAL"],
+            # A status reply is instant; a worker silent for 5 s is treated as down, as FastChat's controller does.
+            timeout=(config["WORKER_CONNECT_TIMEOUT"], 5.0))
+    else:
+        controller = Controller(
+            client, config["CONTROLLER_ADDRESS"],
+            timeout=(config["CONTROLLER_CONNECT_TIMEOUT"], config["CONTROLLER_READ_TIMEOUT"]),
+            model_list_ttl=config["MODEL_LIST_TTL"], refresh_interval=config["WORKER_REFRESH_INTERVAL"])
     workers = Workers(client, timeout=(config["WORKER_CONNECT_TIMEOUT"], config["WORKER_READ_TIMEOUT"]),
                       cache_size=config["TEMPLATE_CACHE_SIZE"])
     return Cluster(controller, workers, ThreadPoolExecutor(max_workers=32, thread_name_prefix="choice"),

@@ -21,6 +21,10 @@ def _url(value: str) -> str:
     return value.rstrip("/")
 
 
+def _url_list(value: str) -> tuple[str, ...]:
+    return tuple(dict.fromkeys(_url(item.strip()) for item in value.split(",") if item.strip()))
+
+
 def _key_list(value: str) -> tuple[str, ...]:
     return tuple(key.strip() for key in value.split(",") if key.strip())
 
@@ -50,6 +54,8 @@ def _choice(*choices: str) -> Callable[[str], str]:
 # name: (parser of the environment string, default value, one-line meaning for the README)
 SETTINGS: dict[str, tuple[Callable[[str], Any], Any, str]] = {
     "CONTROLLER_ADDRESS": (_url, "http://localhost:21001", "FastChat controller base URL"),
+    "WORKER_ADDRESSES": (_url_list, (), "comma-separated worker URLs: dispatch without a controller"),
+    "WORKER_STATUS_INTERVAL": (_number(0, strict=True), 5.0, "seconds between worker status polls (no controller)"),
     "API_KEYS": (_key_list, (), "comma-separated accepted API keys; empty disables auth"),
     "CONTROLLER_CONNECT_TIMEOUT": (_number(0, strict=True), 3.0, "seconds to connect to the controller"),
     "CONTROLLER_READ_TIMEOUT": (_number(0, strict=True), 30.0, "seconds to wait for a controller reply"),
@@ -88,6 +94,8 @@ def load_config(environ: Mapping[str, str] | None = None, overrides: Mapping[str
             config[name] = parse(raw.strip())
         except ValueError as exc:
             raise ConfigError(f"invalid {name}={raw!r}: {exc}") from None
+    if environ.get("WORKER_ADDRESSES", "").strip() and environ.get("CONTROLLER_ADDRESS", "").strip():
+        raise ConfigError("set WORKER_ADDRESSES (no controller) or CONTROLLER_ADDRESS, not both")
     for name, value in (overrides or {}).items():
         config[name] = value
     return config

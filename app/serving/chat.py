@@ -36,7 +36,7 @@ def prepare_chat(params: dict, cluster: Cluster) -> PreparedChat:
         "model": model, "prompt": prompt, "temperature": params["temperature"], "logprobs": None,
         "top_p": params["top_p"], "top_k": params["top_k"], "presence_penalty": params["presence_penalty"],
         "frequency_penalty": params["frequency_penalty"], "max_new_tokens": max_new_tokens, "echo": False,
-        "stop_token_ids": list(template.stop_token_ids) if template.stop_token_ids else None,
+        "stop_token_ids": None if template.stop_token_ids is None else list(template.stop_token_ids),
         "stop": merge_stop(params["stop"], template),
     }
     if max_new_tokens is None:

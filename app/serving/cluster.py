@@ -10,16 +10,18 @@ from dataclasses import dataclass
 from app.errors import context_length_exceeded, model_not_found
 from app.serving.prompt import Template, TemplateError
 from app.upstream.controller import Controller
+from app.upstream.static_workers import StaticWorkers
 from app.upstream.errors import BAD_RESPONSE, UpstreamError
 from app.upstream.worker import Workers, WorkerStream
 
 
 @dataclass(frozen=True)
 class Cluster:
-    """controller and workers: the upstream clients; executor: runs the n > 1 choices concurrently;
+    """controller: the FastChat controller, or StaticWorkers (same interface) when there is none;
+    workers: calls to model workers; executor: runs the n > 1 choices concurrently;
     numbering: SEP_STYLE_NUMBERING; clip_overflow: CONTEXT_OVERFLOW == "clip"."""
 
-    controller: Controller
+    controller: Controller | StaticWorkers
     workers: Workers
     executor: Executor
     numbering: str = "auto"

@@ -1,0 +1,123 @@
+"""The gateway as its own dispatcher, for single-box installs with no FastChat controller (WORKER_ADDRESSES).
+
+Each gunicorn process polls every worker's /worker_get_status on a short interval from one background thread
+(started on first use, so after the fork), never once per request, and routes with FastChat's shortest_queue
+rule: the least queue_length / speed among live workers serving the model, counting the requests this process
+sent it since the last poll. A worker that does not answer drops out until it answers again.
+"""
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from app.upstream.client import Timeout, UpstreamClient
+from app.upstream.errors import UNAVAILABLE, UpstreamError
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class _Status:
+    models: frozenset[str]
+    speed: float
+    queue_length: int
+    dispatched: int = 0  # picks since this status was read, as FastChat's controller counts them
+
+
+class StaticWorkers:
+    """Same interface as Controller (list_models, has_model, get_worker_address), for a fixed worker list."""
+
+    def __init__(self, client: UpstreamClient, addresses: tuple[str, ...], *, timeout: Timeout, interval: float,
+                 clock: Callable[[], float] = time.monotonic):
+        self._client = client
+        self.addresses = addresses
+        self._timeout = timeout
+        self._interval = interval
+        self._clock = clock
+        self._live: dict[str, _Status] = {}
+        self._lock = threading.Lock()
+        self._poller: threading.Thread | None = None
+        self._first_poll = threading.Event()
+        self._stopped = threading.Event()
+
+    def list_models(self) -> list[str]:
+        self._start()
+        with self._lock:
+            return sorted({model for status in self._live.values() for model in status.models})
+
+    def has_model(self, model: str) -> bool:
+        self._start()
+        with self._lock:
+            return any(model in status.models for status in self._live.values())
+
+    def get_worker_address(self, model: str) -> str:
+        """The live worker for `model` with the shortest queue. Raises UpstreamError(unavailable) if none."""
+        self._start()
+        with self._lock:
+            candidates = [(address, status) for address, status in self._live.items() if model in status.models]
+            if not candidates:
+                raise UpstreamError(UNAVAILABLE, f"No worker is available for model '{model}' right now.",
+                                    upstream="worker")
+            address, status = min(candidates,
+                                  key=lambda c: (c[1].queue_length + c[1].dispatched) / max(c[1].speed, 1e-4))
+            status.dispatched += 1
+            return address
+
+    def mark_down(self, address: str) -> None:
+        """Take a worker out of rotation until its next successful status poll."""
+        with self._lock:
+            self._live.pop(address, None)
+
+    def poll(self) -> None:
+        """Read every worker's status once and replace the live set."""
+        live = {}
+        for address in self.addresses:
+            status = self._read_status(address)
+            if status is not None:
+                live[address] = status
+        with self._lock:
+            self._live = live
+
+    def _read_status(self, address: str) -> _Status | None:
+        try:
+            reply = self._client.post_json(address + "/worker_get_status", None, timeout=self._timeout,
+                                           upstream="worker")
+            models = reply["model_names"]
+            if not isinstance(models, list) or not all(isinstance(m, str) for m in models):
+                raise TypeError("model_names is not a list of strings")
+            return _Status(frozenset(models), float(reply.get("speed") or 1), int(reply.get("queue_length") or 0))
+        except UpstreamError as exc:
+            logger.warning("worker %s is down: %s", address, exc.message)
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
+            logger.warning("worker %s sent an invalid status: %s", address, exc)
+        return None
+
+    def _start(self) -> None:
+        # The first caller polls synchronously (so the first request can be served); a daemon thread then keeps
+        # the statuses fresh. Starting it lazily keeps app creation free of threads and network traffic.
+        if self._poller is not None:
+            self._first_poll.wait(timeout=sum(self._timeout) * len(self.addresses))
+            return
+        with self._lock:
+            if self._poller is not None:
+                return self._start()
+            self._poller = threading.Thread(target=self._poll_forever, daemon=True, name="worker-status")
+        try:
+            self.poll()
+        finally:
+            self._first_poll.set()
+            self._poller.start()
+
+    def close(self) -> None:
+        """Stop the background polling."""
+        self._stopped.set()
+
+    def _poll_forever(self) -> None:
+        while not self._stopped.wait(self._interval):
+            try:
+                self.poll()
+            except Exception:  # never let the poller die: routing would freeze on stale statuses
+                logger.exception("worker status poll failed")

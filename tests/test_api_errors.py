@@ -51,9 +51,16 @@ def test_missing_content_type_is_accepted_as_json(client, cluster):
     assert_envelope(response, 400, "invalid_request_error", param="model")
 
 
-def test_form_content_type_is_415(client):
+def test_json_sent_as_form_content_type_is_accepted(client):
+    # curl -d sends application/x-www-form-urlencoded unless told otherwise
+    response = client.post(CHAT, data=b'{"model": 1}', content_type="application/x-www-form-urlencoded")
+    assert_envelope(response, 400, "invalid_request_error", param="model")
+
+
+def test_a_form_body_is_400_naming_the_content_type(client):
     response = client.post(CHAT, data={"model": "m"})
-    assert_envelope(response, 415, "invalid_request_error")
+    body = assert_envelope(response, 400, "invalid_request_error")
+    assert "multipart/form-data" in body["message"] or "form-urlencoded" in body["message"]
 
 
 def test_uncaught_exception_is_500_envelope_without_details(app, client, monkeypatch, caplog):

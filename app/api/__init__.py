@@ -6,7 +6,7 @@ import json
 from flask import Flask, current_app, request
 from marshmallow import Schema, ValidationError
 
-from app.errors import ApiError, from_validation, invalid_request
+from app.errors import from_validation, invalid_request
 from app.schemas.chat import ChatCompletionRequestSchema
 from app.serving.cluster import Cluster
 
@@ -29,13 +29,13 @@ def get_cluster() -> Cluster:
 def load_body(schema_name: str) -> dict:
     """The request's JSON body loaded through the named schema. Raises ApiError (400/415) on any problem."""
     schema: Schema = current_app.extensions["schemas"][schema_name]
-    if request.mimetype and request.mimetype != "application/json" and not request.mimetype.endswith("+json"):
-        raise ApiError(415, f"Unsupported Content-Type '{request.mimetype}': send the body as application/json.",
-                       keep_status=True)
+    # The body is parsed as JSON whatever the Content-Type says: `curl -d` sends form-urlencoded by default.
     try:
         data = json.loads(request.get_data(cache=False))
     except (ValueError, RecursionError):
-        raise invalid_request("The request body is not valid JSON.") from None
+        hint = "" if request.mimetype in ("", "application/json") else \
+            f" (it was sent as {request.mimetype}; send application/json)"
+        raise invalid_request(f"The request body is not valid JSON{hint}.") from None
     if not isinstance(data, dict):
         raise invalid_request("The request body must be a JSON object.")
     try:

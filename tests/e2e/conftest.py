@@ -1,0 +1,63 @@
+"""Fixtures for end-to-end tests that start real processes on 127.0.0.1.
+
+FastChat runs from its own virtualenv (``.venv-fastchat`` at the repo root,
+or ``$FASTCHAT_VENV``), made by ``tests/e2e/fastchat_venv.sh``; it is never
+imported into the test runner.  Every process is stopped by its PID.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+_HERE = Path(__file__).resolve().parent
+if str(_HERE) not in sys.path:  # works with any --import-mode
+    sys.path.insert(0, str(_HERE))
+
+import procs  # noqa: E402  (tests/e2e/procs.py)
+
+
+def pytest_collection_modifyitems(config, items):
+    """Mark every test collected under tests/e2e with ``e2e``."""
+    for item in items:
+        if _HERE in Path(str(item.fspath)).resolve().parents:
+            item.add_marker(pytest.mark.e2e)
+
+
+@pytest.fixture(scope="session")
+def run_dir(tmp_path_factory) -> Path:
+    """A directory for the logs of every process this session starts."""
+    return tmp_path_factory.mktemp("e2e-run")
+
+
+@pytest.fixture(scope="session")
+def fastchat_venv() -> Path:
+    """Path of the FastChat (controller + API server) virtualenv, made if needed."""
+    path = Path(os.environ.get("FASTCHAT_VENV") or procs.REPO_ROOT / ".venv-fastchat")
+    try:
+        procs.ensure_fastchat_venv("controller", path)
+    except procs.PrerequisiteMissing as exc:
+        problem = str(exc)
+    else:
+        return path
+    pytest.fail(problem, pytrace=False)  # outside `except`: no chained traceback
+
+
+@pytest.fixture(scope="session")
+def fastchat_controller(fastchat_venv, run_dir):
+    """A real FastChat controller: ``.address`` (http://127.0.0.1:PORT), ``.proc``."""
+    try:
+        ctl = procs.FastChatController(fastchat_venv / "bin" / "python", run_dir)
+    except procs.ProcError as exc:
+        problem = str(exc)
+    else:
+        problem = None
+    if problem:
+        pytest.fail(problem, pytrace=False)
+    try:
+        yield ctl
+    finally:
+        ctl.stop()

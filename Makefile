@@ -20,8 +20,10 @@ $(VENV)/.installed-test: setup.cfg pyproject.toml | $(BIN)/python
 run: $(VENV)/.installed-run
 	$(BIN)/gunicorn -c gunicorn.conf.py wsgi:app
 
+# Unit tests, then end-to-end tiers 1, 2 and 4 (real gunicorn, FastChat's controller from .venv-fastchat,
+# simulated workers, the openai SDK and LangChain). Tier 3 (a real FastChat model worker) is `make interop`.
 test: $(VENV)/.installed-test
-	$(BIN)/python -m pytest $(PYTEST_ARGS)
+	$(BIN)/python -m pytest tests --ignore=tests/interop $(PYTEST_ARGS)
 
 clean:
 	rm -rf $(VENV) .pytest_cache *.egg-info

@@ -1,7 +1,7 @@
 import pytest
 import requests
 import responses
-from urllib3.exceptions import ReadTimeoutError
+from urllib3.exceptions import MaxRetryError, ReadTimeoutError
 
 from app.upstream import errors
 from app.upstream.client import UpstreamClient
@@ -42,6 +42,8 @@ def test_the_timeout_is_passed_to_requests(client, upstream):
     (requests.ConnectTimeout("slow connect"), errors.UNAVAILABLE),
     (requests.ReadTimeout("slow reply"), errors.TIMEOUT),
     (requests.ConnectionError(ReadTimeoutError(None, URL, "read timed out")), errors.TIMEOUT),
+    (requests.ConnectionError(MaxRetryError(None, URL, ReadTimeoutError(None, URL, "read timed out"))),
+     errors.TIMEOUT),
     (requests.exceptions.ChunkedEncodingError("broken"), errors.BAD_RESPONSE),
 ])
 def test_transport_failures_become_upstream_errors(client, upstream, exc, kind):

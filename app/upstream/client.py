@@ -128,5 +128,7 @@ def _decode_frame(frame: bytes, upstream: str) -> dict:
 
 
 def _is_read_timeout(exc: BaseException) -> bool:
-    # requests reports a read timeout inside a streamed body as ConnectionError(ReadTimeoutError).
-    return any(isinstance(arg, ReadTimeoutError) for arg in exc.args)
+    # requests reports some read timeouts as ConnectionError: inside a streamed body as
+    # ConnectionError(ReadTimeoutError), and with a urllib3 Retry as ConnectionError(MaxRetryError(reason=...)).
+    return any(isinstance(arg, ReadTimeoutError) or isinstance(getattr(arg, "reason", None), ReadTimeoutError)
+               for arg in exc.args)

@@ -73,6 +73,7 @@ SETTINGS: dict[str, tuple[Callable[[str], Any], Any, str]] = {
     "ERROR_STATUS_MODE": (_choice("openai", "fastchat"), "openai", "fastchat answers handled errors with 400"),
     "CONTEXT_OVERFLOW": (
         _choice("error", "clip"), "error", "max_tokens over the context: 400, or clip silently like FastChat"),
+    "EMBEDDING_BATCH_SIZE": (_number(1, integer=True), 4, "inputs per worker embeddings call (FastChat's default)"),
     "MAX_N": (_number(1, integer=True), 128, "largest accepted n"),
     "MAX_STOP_SEQUENCES": (_number(0, integer=True), 16, "most stop strings accepted in one request"),
 }

@@ -7,18 +7,26 @@ from flask import Flask, current_app, request
 from marshmallow import Schema, ValidationError
 
 from app.errors import from_validation, invalid_request
-from app.schemas.chat import ChatCompletionRequestSchema
+from app.schemas.chat import ChatCompletionRequestSchema, FastChatChatCompletionRequestSchema
+from app.schemas.completions import CompletionRequestSchema
+from app.schemas.embeddings import EmbeddingRequestSchema
+from app.schemas.tokens import TokenCheckRequestSchema
 from app.serving.cluster import Cluster
 
 
 def init_app(app: Flask) -> None:
     """Build the request schemas with the configured limits and register every blueprint."""
-    from app.api import chat, health, models
+    from app.api import chat, completions, embeddings, health, models, tokens
 
+    limits = {"max_n": app.config["MAX_N"], "max_stop": app.config["MAX_STOP_SEQUENCES"]}
     app.extensions["schemas"] = {
-        "chat": ChatCompletionRequestSchema(max_n=app.config["MAX_N"], max_stop=app.config["MAX_STOP_SEQUENCES"]),
+        "chat": ChatCompletionRequestSchema(**limits),
+        "fastchat_chat": FastChatChatCompletionRequestSchema(**limits),
+        "completion": CompletionRequestSchema(**limits),
+        "embedding": EmbeddingRequestSchema(),
+        "token_check": TokenCheckRequestSchema(),
     }
-    for blueprint in (health.bp, models.bp, chat.bp):
+    for blueprint in (health.bp, models.bp, chat.bp, completions.bp, embeddings.bp, tokens.bp):
         app.register_blueprint(blueprint)
 
 

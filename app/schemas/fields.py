@@ -29,6 +29,21 @@ def unsupported(message: str) -> ValidationError:
     return ValidationError(UnsupportedMessage(message))
 
 
+def accept_only(accept, message: str):
+    """A validator rejecting, as unsupported, any value `accept` refuses (null never reaches validators)."""
+
+    def check(value) -> None:
+        if not accept(value):
+            raise unsupported(message)
+
+    return check
+
+
+def strict_boolean(**kwargs) -> fields.Boolean:
+    """JSON true/false only: marshmallow would also take "yes", "on", 1..."""
+    return fields.Boolean(truthy={True}, falsy={False}, **kwargs)
+
+
 class InRange(validate.Range):
     """validate.Range whose failures are reported as out-of-range parameters."""
 

@@ -8,7 +8,8 @@ from concurrent.futures import Executor
 from dataclasses import dataclass
 
 from app.errors import context_length_exceeded, model_not_found
-from app.serving.prompt import Template, TemplateError
+from app.serving import payloads
+from app.serving.prompt import Template, TemplateError, merge_stop
 from app.upstream.controller import Controller
 from app.upstream.static_workers import StaticWorkers
 from app.upstream.errors import BAD_RESPONSE, UpstreamError
@@ -19,13 +20,15 @@ from app.upstream.worker import Workers, WorkerStream
 class Cluster:
     """controller: the FastChat controller, or StaticWorkers (same interface) when there is none;
     workers: calls to model workers; executor: runs the n > 1 choices concurrently;
-    numbering: SEP_STYLE_NUMBERING; clip_overflow: CONTEXT_OVERFLOW == "clip"."""
+    numbering: SEP_STYLE_NUMBERING; clip_overflow: CONTEXT_OVERFLOW == "clip"; embedding_batch_size: inputs per
+    worker embeddings call."""
 
     controller: Controller | StaticWorkers
     workers: Workers
     executor: Executor
     numbering: str = "auto"
     clip_overflow: bool = False
+    embedding_batch_size: int = 4
 
     def resolve_worker(self, model: str) -> str:
         """The address of a worker for `model`. Raises 404 for a model the controller does not list."""
@@ -61,18 +64,22 @@ class Cluster:
             raise context_length_exceeded(context, prompt_tokens, max_tokens, param)
         return max_tokens, prompt_tokens
 
-    def generate(self, address: str, payload: dict, n: int) -> list[dict]:
-        """n whole generations of the same payload, run concurrently; the first failure is raised."""
-        if n == 1:
-            return [self.workers.generate(address, payload)]
-        futures = [self.executor.submit(self.workers.generate, address, payload) for _ in range(n)]
-        return [future.result() for future in futures]
+    def map(self, function, items: list) -> list:
+        """function(item) for every item, concurrently when there are several."""
+        if len(items) == 1:
+            return [function(items[0])]
+        return list(self.executor.map(function, items))
 
-    def open_streams(self, address: str, payload: dict, n: int) -> list[WorkerStream]:
-        """n open generation streams; if one cannot be opened, the others are closed and the error raised."""
+    def generate(self, address: str, payloads: list[dict]) -> list[dict]:
+        """One whole generation per payload, run concurrently; the first failure is raised."""
+        return self.map(lambda payload: self.workers.generate(address, payload), payloads)
+
+    def open_streams(self, address: str, payloads: list[dict]) -> list[WorkerStream]:
+        """One open generation stream per payload; if one cannot be opened, the others are closed and the
+        error raised."""
         streams: list[WorkerStream] = []
         try:
-            for _ in range(n):
+            for payload in payloads:
                 streams.append(self.workers.open_stream(address, payload))
         except BaseException:
             for stream in streams:
@@ -81,8 +88,33 @@ class Cluster:
         return streams
 
 
-def finish_reason(value) -> str:
-    """OpenAI's finish_reason for a worker's: vLLM workers may send a list or "abort"; absent means stop."""
-    if isinstance(value, list):
-        value = value[0] if value else None
-    return "length" if value == "length" else "stop"
+def worker_payload(params: dict, prompt: str, max_new_tokens: int | None, template: Template, *,
+                   echo: bool = False, logprobs: int | None = None) -> dict:
+    """The generation request for a worker, keys in the order FastChat's server sends them."""
+    payload = {
+        "model": params["model"], "prompt": prompt, "temperature": params["temperature"], "logprobs": logprobs,
+        "top_p": params["top_p"], "top_k": params["top_k"], "presence_penalty": params["presence_penalty"],
+        "frequency_penalty": params["frequency_penalty"], "max_new_tokens": max_new_tokens, "echo": echo,
+        "stop_token_ids": None if template.stop_token_ids is None else list(template.stop_token_ids),
+        "stop": merge_stop(params["stop"], template),
+    }
+    if max_new_tokens is None:  # the worker did not say its context length: its own default applies
+        del payload["max_new_tokens"]
+    for optional in ("repetition_penalty", "seed"):
+        if params[optional] is not None:
+            payload[optional] = params[optional]
+    return payload
+
+
+def total_usage(prompts: list[tuple[list[dict | None], int | None]]) -> dict:
+    """Usage over (worker usages of a prompt's choices, our count of that prompt) pairs: each prompt's tokens
+    once (FastChat summed them per choice), completion tokens of every choice. The worker's own prompt count
+    wins over ours; ours stands in for workers that report no usage."""
+    prompt_tokens = completion_tokens = 0
+    for usages, counted in prompts:
+        reported = [usage for usage in usages if isinstance(usage, dict)]
+        prompt_tokens += next((u["prompt_tokens"] for u in reported if isinstance(u.get("prompt_tokens"), int)),
+                              counted or 0)
+        completion_tokens += sum(u["completion_tokens"] for u in reported
+                                 if isinstance(u.get("completion_tokens"), int))
+    return payloads.usage(prompt_tokens, completion_tokens)

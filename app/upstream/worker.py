@@ -108,6 +108,10 @@ class Workers:
         """One whole generation (the worker's last frame)."""
         return check_error_code(self._post(address, "/worker_generate", payload))
 
+    def embed(self, address: str, payload: dict) -> dict:
+        """One batch of embeddings: {"embedding": [...], "token_num": int}."""
+        return check_error_code(self._post(address, "/worker_get_embeddings", payload))
+
     def open_stream(self, address: str, payload: dict) -> WorkerStream:
         """Start a streamed generation; the caller must close() it."""
         with self._forget_on_failure(address):

@@ -307,8 +307,8 @@ class TestValidation:
 
     @pytest.mark.parametrize("field, value", [
         ("tools", [{"type": "function", "function": {"name": "f"}}]), ("tool_choice", "required"),
-        ("functions", [{"name": "f"}]), ("response_format", {"type": "json_object"}), ("logprobs", True),
-        ("logit_bias", {"1": 5}), ("top_logprobs", 2), ("audio", {"voice": "x"})])
+        ("functions", [{"name": "f"}]), ("response_format", {"type": "json_object"}),
+        ("logit_bias", {"1": 5}), ("audio", {"voice": "x"})])
     def test_unsupported_parameters_are_rejected_by_name(self, client, field, value):
         body = chat(client, **{field: value}).get_json()
         assert body["error"]["code"] == "unsupported_parameter"
@@ -344,3 +344,57 @@ class TestValidation:
         cluster.chat_ready()
         cluster.generates()
         assert chat(client, metadata={"a": "b"}, store=False, service_tier="auto", whatever=1).status_code == 200
+
+
+WORKER_LOGPROBS = {"text_offset": [0, 2], "token_logprobs": [-0.5, -1.25], "tokens": ["He", "llo"],
+                   "top_logprobs": [{"He": -0.5, "Hi": -1.0}, {}]}
+
+
+class TestLogprobs:
+    def test_logprobs_are_asked_of_the_worker_and_mapped_to_the_chat_shape(self, client, cluster):
+        cluster.chat_ready()
+        cluster.generates("Hello", logprobs=WORKER_LOGPROBS)
+        body = chat(client, logprobs=True, top_logprobs=1).get_json()
+        assert cluster.sent("/worker_generate")[0]["logprobs"] == 1
+        assert body["choices"][0]["logprobs"] == {"refusal": None, "content": [
+            {"token": "He", "logprob": -0.5, "bytes": [72, 101],
+             "top_logprobs": [{"token": "He", "logprob": -0.5, "bytes": [72, 101]}]},
+            {"token": "llo", "logprob": -1.25, "bytes": [108, 108, 111], "top_logprobs": []}]}
+
+    def test_without_logprobs_none_are_asked_or_returned(self, client, cluster):
+        cluster.chat_ready()
+        cluster.generates("Hello", logprobs=WORKER_LOGPROBS)
+        body = chat(client).get_json()
+        assert cluster.sent("/worker_generate")[0]["logprobs"] is None
+        assert body["choices"][0]["logprobs"] is None
+
+    def test_streamed_logprobs_cover_only_the_new_tokens(self, client, cluster):
+        cluster.chat_ready()
+        first = {key: values[:1] for key, values in WORKER_LOGPROBS.items()}
+        cluster.streams(frames({"text": "He", "error_code": 0, "logprobs": first, "finish_reason": None},
+                               {"text": "Hello", "error_code": 0, "logprobs": WORKER_LOGPROBS,
+                                "finish_reason": "stop"}))
+        events = sse_events(chat(client, stream=True, logprobs=True))[:-1]
+        tokens = [[entry["token"] for entry in e["choices"][0]["logprobs"]["content"]] for e in events[1:]]
+        assert tokens == [["He"], ["llo"]]
+
+    def test_top_logprobs_without_logprobs_is_400(self, client):
+        assert chat(client, top_logprobs=2).get_json()["error"]["param"] == "top_logprobs"
+
+    def test_a_worker_without_logprobs_gives_null(self, client, cluster):
+        cluster.chat_ready()
+        cluster.generates("Hello", logprobs=None)
+        assert chat(client, logprobs=True).get_json()["choices"][0]["logprobs"] is None
+
+
+class TestFastChatChatRoute:
+    def test_repetition_penalty_is_always_sent(self, client, cluster):
+        cluster.chat_ready()
+        cluster.generates()
+        response = client.post("/api/v1/chat/completions", json={"model": MODEL, "messages": "hi"})
+        assert response.status_code == 200
+        assert cluster.sent("/worker_generate")[0]["repetition_penalty"] == 1.0
+
+    def test_it_validates_like_the_v1_route(self, client):
+        response = client.post("/api/v1/chat/completions", json={"model": MODEL, "messages": "hi", "n": 0})
+        assert response.status_code == 400 and response.get_json()["error"]["param"] == "n"

@@ -17,7 +17,7 @@ _HERE = Path(__file__).resolve().parent
 if str(_HERE) not in sys.path:  # works with any --import-mode
     sys.path.insert(0, str(_HERE))
 
-import procs  # noqa: E402  (tests/e2e/procs.py)
+import procs
 
 
 def pytest_collection_modifyitems(config, items):

@@ -14,12 +14,12 @@ import signal
 import socket
 import subprocess
 import time
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Callable, Mapping, Sequence
 
 import requests
 
-__all__ = ["free_port", "Proc", "ProcError"]
+__all__ = ["Proc", "ProcError", "free_port"]
 
 
 def free_port() -> int:
@@ -142,17 +142,19 @@ class Proc:
         method: str = "GET",
         ok: Callable[[requests.Response], bool] | None = None,
         interval: float = 0.1,
+        request_timeout: float = 5.0,
         **request_kwargs,
     ) -> requests.Response:
         """Poll ``url`` until ``ok(resp)`` is true; return that response.
 
         Raises ProcError (with the log tail) when the process exits first or the
-        timeout passes.  ``request_kwargs`` go to ``requests.request`` (json=...).
+        timeout passes.  ``request_timeout`` bounds each attempt; other
+        ``request_kwargs`` go to ``requests.request`` (json=..., headers=...).
         """
         ok = ok or _default_ok
         deadline = time.monotonic() + timeout
         last = "no attempt made"
-        request_kwargs.setdefault("timeout", 5)
+        request_kwargs["timeout"] = request_timeout
         while True:
             rc = self.popen.poll()
             if rc is not None:
@@ -206,7 +208,7 @@ class Proc:
             if not self._log.closed:
                 self._log.close()
 
-    def __enter__(self) -> "Proc":
+    def __enter__(self) -> Proc:
         return self
 
     def __exit__(self, *exc_info) -> None:
@@ -238,7 +240,7 @@ def ensure_fastchat_venv(mode: str, path: str | os.PathLike, timeout: float = 12
     cmd = ["bash", str(VENV_SCRIPT), mode, str(path)]
     try:
         res = subprocess.run(
-            cmd, stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=timeout
+            cmd, check=False, stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=timeout
         )
     except subprocess.TimeoutExpired as exc:
         raise PrerequisiteMissing(
@@ -317,7 +319,7 @@ class FastChatController:
     def stop(self, grace: float = 5.0) -> int | None:
         return self.proc.stop(grace)
 
-    def __enter__(self) -> "FastChatController":
+    def __enter__(self) -> FastChatController:
         return self
 
     def __exit__(self, *exc_info) -> None:
@@ -362,10 +364,14 @@ class FastChatModelWorker:
     def post(self, path: str, json: object = None, timeout: float = 60) -> requests.Response:
         return requests.post(self.address + path, json=json, timeout=timeout)
 
+    def post_stream(self, path: str, json: object = None, timeout: float = 60) -> requests.Response:
+        """Streaming POST; use as ``with worker.post_stream(...) as resp:``."""
+        return requests.post(self.address + path, json=json, timeout=timeout, stream=True)
+
     def stop(self, grace: float = 5.0) -> int | None:
         return self.proc.stop(grace)
 
-    def __enter__(self) -> "FastChatModelWorker":
+    def __enter__(self) -> FastChatModelWorker:
         return self
 
     def __exit__(self, *exc_info) -> None:

@@ -61,3 +61,43 @@ def test_register_fake_worker(fastchat_controller):
     # An unknown model gets the empty address (FastChat's "no worker" answer).
     resp = fastchat_controller.post("/get_worker_address", {"model": "no-such-model"})
     assert resp.json() == {"address": ""}
+
+
+# --- the harness itself (tests/e2e/procs.py) --------------------------------
+
+def test_proc_kills_a_process_that_ignores_sigterm(run_dir):
+    import sys
+    import time
+
+    code = (
+        "import signal, time\n"
+        "signal.signal(signal.SIGTERM, signal.SIG_IGN)\n"
+        "print('ignoring', 'TERM', flush=True)\n"  # the log's first line echoes the command
+        "time.sleep(600)\n"
+    )
+    with procs.Proc([sys.executable, "-c", code], log_dir=run_dir, name="ignores-term") as p:
+        deadline = time.monotonic() + 10
+        while "\nignoring TERM" not in p.log_text() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        t0 = time.monotonic()
+        rc = p.stop(grace=0.5)
+        assert rc == -9  # TERM ignored, KILLed after the grace period
+        assert 0.4 < time.monotonic() - t0 < 5
+    assert p.returncode == -9
+
+
+def test_proc_wait_http_fails_fast_with_log_tail(run_dir):
+    import sys
+    import time
+
+    import pytest
+
+    code = "print('line-one'); print('about to die'); raise SystemExit(7)"
+    with procs.Proc([sys.executable, "-c", code], log_dir=run_dir, name="dies") as p:
+        t0 = time.monotonic()
+        with pytest.raises(procs.ProcError) as info:
+            p.wait_http(f"http://127.0.0.1:{procs.free_port()}/", timeout=30)
+        assert time.monotonic() - t0 < 10
+    msg = str(info.value)
+    assert "exited with code 7" in msg
+    assert "about to die" in msg

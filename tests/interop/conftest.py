@@ -1,0 +1,121 @@
+"""Fixtures for interoperability tests against a REAL FastChat 0.2.36 model
+worker serving a tiny, locally built Llama model on the CPU.
+
+The worker runs from its own virtualenv with CPU torch (``.venv-fastchat-torch``
+at the repo root, or ``$FASTCHAT_TORCH_VENV``), made by
+``tests/e2e/fastchat_venv.sh model-worker``.  Without the CPU torch 2.13.0
+wheel the fixtures FAIL with "prerequisite missing: ..." (never skip).
+The process harness is shared with tests/e2e (tests/e2e/procs.py).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+_HERE = Path(__file__).resolve().parent
+_E2E = _HERE.parent / "e2e"
+if str(_E2E) not in sys.path:  # share tests/e2e/procs.py (tests/e2e is no package)
+    sys.path.insert(0, str(_E2E))
+
+import procs
+
+BUILD_TINY_MODEL = _HERE / "build_tiny_model.py"
+TINY_MODEL_NAME = "tiny-vicuna-test"
+
+
+def pytest_collection_modifyitems(config, items):
+    """Mark every test collected under tests/interop with ``e2e``."""
+    for item in items:
+        if _HERE in Path(str(item.fspath)).resolve().parents:
+            item.add_marker(pytest.mark.e2e)
+
+
+def _fail(problem: str):
+    pytest.fail(problem, pytrace=False)
+
+
+@pytest.fixture(scope="session")
+def run_dir(tmp_path_factory) -> Path:
+    """A directory for the logs of every process this session starts."""
+    return tmp_path_factory.mktemp("interop-run")
+
+
+@pytest.fixture(scope="session")
+def fastchat_model_worker_venv() -> Path:
+    """Path of the FastChat virtualenv with CPU torch + transformers, made if needed."""
+    path = Path(os.environ.get("FASTCHAT_TORCH_VENV") or procs.REPO_ROOT / ".venv-fastchat-torch")
+    try:
+        procs.ensure_fastchat_venv("model-worker", path)
+    except procs.PrerequisiteMissing as exc:
+        problem = str(exc)
+    else:
+        return path
+    _fail(problem)
+
+
+@pytest.fixture(scope="session")
+def tiny_model_path(fastchat_model_worker_venv, tmp_path_factory, run_dir) -> Path:
+    """Folder of the tiny random-weight Llama + BPE tokenizer (``.../tiny-vicuna-test``)."""
+    outdir = tmp_path_factory.mktemp("tiny-model")
+    res = subprocess.run(
+        [str(fastchat_model_worker_venv / "bin" / "python"), str(BUILD_TINY_MODEL), str(outdir)],
+        check=False, stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=600,
+        env=procs.fastchat_env(run_dir),
+    )
+    if res.returncode != 0:
+        _fail(f"building the tiny model failed (exit {res.returncode}):\n"
+              + "\n".join((res.stdout + res.stderr).splitlines()[-40:]))
+    folder = Path(res.stdout.strip().splitlines()[-1])
+    assert folder.name == TINY_MODEL_NAME and (folder / "config.json").is_file(), res.stdout
+    return folder
+
+
+@pytest.fixture(scope="session")
+def interop_controller(fastchat_model_worker_venv, run_dir):
+    """A real FastChat controller (from the torch venv) for the real workers."""
+    try:
+        ctl = procs.FastChatController(
+            fastchat_model_worker_venv / "bin" / "python", run_dir, name="interop-controller"
+        )
+    except procs.ProcError as exc:
+        problem = str(exc)
+    else:
+        problem = None
+    if problem:
+        _fail(problem)
+    try:
+        yield ctl
+    finally:
+        ctl.stop()
+
+
+@pytest.fixture(scope="session")
+def tiny_model_worker(fastchat_model_worker_venv, tiny_model_path, interop_controller, run_dir):
+    """A real ``fastchat.serve.model_worker`` serving the tiny model on CPU,
+    registered with ``interop_controller``.  Attributes: address, model_name,
+    proc, start_seconds, start_rss_kib."""
+    try:
+        worker = procs.FastChatModelWorker(
+            fastchat_model_worker_venv / "bin" / "python", tiny_model_path,
+            interop_controller.address, run_dir, name="tiny-model-worker",
+        )
+    except procs.ProcError as exc:
+        problem = str(exc)
+    else:
+        problem = None
+    if problem:
+        _fail(problem)
+    worker.start_rss_kib = worker.proc.rss_kib()
+    metrics = {"worker_start_seconds": round(worker.start_seconds, 2),
+               "worker_rss_mib_after_start": round((worker.start_rss_kib or 0) / 1024, 1)}
+    (run_dir / "tiny-model-worker-metrics.json").write_text(json.dumps(metrics, indent=2))
+    try:
+        yield worker
+    finally:
+        worker.stop()

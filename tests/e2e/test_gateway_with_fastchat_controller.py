@@ -165,3 +165,40 @@ def test_client_disconnect_frees_the_worker_stream_within_a_second(stack):
         time.sleep(0.05)
     assert slow.stats()["open_streams"] == 0
     assert time.monotonic() - closed_at < 1.0
+
+
+def test_stream_usage_with_include_usage(sdk):
+    chunks = list(ask(sdk, stream=True, stream_options={"include_usage": True}))
+    assert all(chunk.usage is None for chunk in chunks[:-1])
+    assert chunks[-1].choices == [] and chunks[-1].usage.completion_tokens == 8
+
+
+def test_completions_whole_and_streamed(sdk):
+    whole = sdk.completions.create(model="sim-model", prompt=["first prompt", "second"], n=2, max_tokens=4,
+                                   logprobs=1)
+    assert [choice.index for choice in whole.choices] == [0, 1, 2, 3]
+    assert all(len(choice.logprobs.tokens) == 4 for choice in whole.choices)
+    texts: dict[int, str] = {}
+    chunks = list(sdk.completions.create(model="sim-model", prompt=["first prompt", "second"], n=2, max_tokens=4,
+                                         stream=True, stream_options={"include_usage": True}))
+    for chunk in chunks[:-1]:
+        texts[chunk.choices[0].index] = texts.get(chunk.choices[0].index, "") + chunk.choices[0].text
+    assert texts == {choice.index: choice.text for choice in whole.choices}
+    assert chunks[-1].usage.completion_tokens == 16
+
+
+def test_embeddings_with_the_sdks_default_base64_decoding(sdk):
+    result = sdk.embeddings.create(model="sim-model", input=["alpha", "beta", "gamma", "delta", "epsilon"])
+    assert [item.index for item in result.data] == [0, 1, 2, 3, 4]
+    assert all(abs(sum(x * x for x in item.embedding) - 1) < 1e-5 for item in result.data)
+    floats = sdk.embeddings.create(model="sim-model", input="gamma", encoding_format="float")
+    assert floats.data[0].embedding == pytest.approx(result.data[2].embedding, rel=1e-6)
+
+
+def test_fastchat_extras_need_the_key_and_work(stack):
+    url = stack["gateway"].url
+    body = {"prompts": [{"model": "sim-model", "prompt": "a b c", "max_tokens": 10}]}
+    assert requests.post(f"{url}/api/v1/token_check", json=body, timeout=10).status_code == 401
+    reply = requests.post(f"{url}/api/v1/token_check", json=body, headers={"Authorization": f"Bearer {KEY}"},
+                          timeout=10).json()
+    assert reply == {"prompts": [{"fits": True, "tokenCount": 4, "contextLength": 256}]}

@@ -8,8 +8,8 @@ from flask import Flask, current_app, request
 
 from app.errors import invalid_api_key
 
-# Endpoints anyone may call: liveness and nothing else that reaches upstream.
-PUBLIC_ENDPOINTS = frozenset({"health.health"})
+# Endpoints anyone may call: probes, metrics and the API description; none reaches a worker.
+PUBLIC_ENDPOINTS = frozenset({"health.health", "health.ready", "metrics.metrics", "openapi.openapi"})
 
 
 def _digest(key: str) -> bytes:

@@ -42,6 +42,18 @@ def _number(minimum: float, *, integer: bool = False, strict: bool = False) -> C
     return parse
 
 
+def _flag(value: str) -> bool:
+    if value.lower() in ("1", "true", "yes", "on"):
+        return True
+    if value.lower() in ("0", "false", "no", "off"):
+        return False
+    raise ValueError("must be true or false")
+
+
+def _name_list(value: str) -> tuple[str, ...]:
+    return tuple(item.strip() for item in value.split(",") if item.strip())
+
+
 def _choice(*choices: str) -> Callable[[str], str]:
     def parse(value: str) -> str:
         if value.lower() not in choices:
@@ -57,6 +69,7 @@ SETTINGS: dict[str, tuple[Callable[[str], Any], Any, str]] = {
     "WORKER_ADDRESSES": (_url_list, (), "comma-separated worker URLs: dispatch without a controller"),
     "WORKER_STATUS_INTERVAL": (_number(0, strict=True), 5.0, "seconds between worker status polls (no controller)"),
     "API_KEYS": (_key_list, (), "comma-separated accepted API keys; empty disables auth"),
+    "API_KEYS_FILE": (str, "", "file with more accepted keys, one per line (# comments)"),
     "CONTROLLER_CONNECT_TIMEOUT": (_number(0, strict=True), 3.0, "seconds to connect to the controller"),
     "CONTROLLER_READ_TIMEOUT": (_number(0, strict=True), 30.0, "seconds to wait for a controller reply"),
     "WORKER_CONNECT_TIMEOUT": (_number(0, strict=True), 3.0, "seconds to connect to a worker"),
@@ -74,8 +87,18 @@ SETTINGS: dict[str, tuple[Callable[[str], Any], Any, str]] = {
     "CONTEXT_OVERFLOW": (
         _choice("error", "clip"), "error", "max_tokens over the context: 400, or clip silently like FastChat"),
     "EMBEDDING_BATCH_SIZE": (_number(1, integer=True), 4, "inputs per worker embeddings call (FastChat's default)"),
+    "FAILOVER_ATTEMPTS": (
+        _number(0, integer=True), 2, "other workers tried when a worker cannot be reached before generation"),
+    "MAX_REQUEST_BODY_BYTES": (_number(1, integer=True), 16 * 1024 * 1024, "larger request bodies get a 413"),
     "MAX_N": (_number(1, integer=True), 128, "largest accepted n"),
+    "MAX_TOKENS_CAP": (_number(1, integer=True), 131072, "largest accepted max_tokens"),
     "MAX_STOP_SEQUENCES": (_number(0, integer=True), 16, "most stop strings accepted in one request"),
+    "MAX_MESSAGES": (_number(1, integer=True), 2048, "most messages accepted in one chat request"),
+    "CORS_ALLOWED_ORIGINS": (_name_list, (), "comma-separated origins allowed by CORS (* for any); empty: CORS off"),
+    "CORS_ALLOWED_METHODS": (_name_list, ("GET", "POST", "OPTIONS"), "methods CORS allows"),
+    "CORS_ALLOWED_HEADERS": (_name_list, ("Authorization", "Content-Type", "X-Request-Id"), "headers CORS allows"),
+    "CORS_ALLOW_CREDENTIALS": (_flag, False, "whether CORS allows credentials"),
+    "LOG_REQUEST_BODIES": (_flag, False, "debug only: log prompts and outputs (never on by default)"),
 }
 
 
@@ -99,4 +122,15 @@ def load_config(environ: Mapping[str, str] | None = None, overrides: Mapping[str
         raise ConfigError("set WORKER_ADDRESSES (no controller) or CONTROLLER_ADDRESS, not both")
     for name, value in (overrides or {}).items():
         config[name] = value
+    if config["API_KEYS_FILE"]:
+        config["API_KEYS"] = tuple(dict.fromkeys(config["API_KEYS"] + _read_keys(config["API_KEYS_FILE"])))
     return config
+
+
+def _read_keys(path: str) -> tuple[str, ...]:
+    try:
+        with open(path, encoding="utf-8") as keys:
+            lines = [line.strip() for line in keys]
+    except OSError as exc:
+        raise ConfigError(f"invalid API_KEYS_FILE={path!r}: {exc.strerror}") from None
+    return tuple(line for line in lines if line and not line.startswith("#"))

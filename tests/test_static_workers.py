@@ -77,11 +77,11 @@ def test_an_invalid_status_counts_as_down(workers, upstream):
     assert workers.get_worker_address("m") == W2
 
 
-def test_mark_down_removes_a_worker_until_the_next_poll(workers, upstream):
+def test_a_reported_failure_removes_a_worker_until_the_next_poll(workers, upstream):
     status(upstream, W1)
     status(upstream, W2)
     workers.poll()
-    workers.mark_down(W1)
+    workers.report_failure(W1)
     assert {workers.get_worker_address("m") for _ in range(3)} == {W2}
 
 

@@ -18,28 +18,29 @@ from app.upstream.worker import WorkerStream
 
 @dataclass(frozen=True)
 class PreparedChat:
-    address: str
     payload: dict
     prompt_tokens: int | None
 
 
-def prepare_chat(params: dict, cluster: Cluster) -> PreparedChat:
-    """Resolve the worker, render the prompt, fit max_tokens and build the exact worker payload."""
+def prepare_chat(params: dict, cluster: Cluster, address: str) -> PreparedChat:
+    """Render the prompt with the worker's template, fit max_tokens and build the exact worker payload."""
     model = params["model"]
-    address = cluster.resolve_worker(model)
     template = cluster.template(address, model)
     messages = params["messages"]
     # A string is FastChat's raw-prompt extension: used verbatim, no template applied.
     prompt = messages if isinstance(messages, str) else build_prompt(template, messages)
     max_new_tokens, prompt_tokens = cluster.fit_max_tokens(address, model, prompt, params["max_tokens"])
     payload = worker_payload(params, prompt, max_new_tokens, template, logprobs=params["top_logprobs"])
-    return PreparedChat(address, payload, prompt_tokens)
+    return PreparedChat(payload, prompt_tokens)
 
 
 def create_chat_completion(params: dict, cluster: Cluster) -> dict:
     """A whole chat completion; the n choices are generated concurrently."""
-    prepared = prepare_chat(params, cluster)
-    replies = cluster.generate(prepared.address, [prepared.payload] * params["n"])
+    def attempt(address: str) -> tuple[PreparedChat, list[dict]]:
+        prepared = prepare_chat(params, cluster, address)
+        return prepared, cluster.generate(address, [prepared.payload] * params["n"])
+
+    prepared, replies = cluster.run_on_worker(params["model"], attempt)
     choices = [payloads.chat_choice(index, reply.get("text") or "", finish_reason(reply.get("finish_reason")),
                                     _logprobs(params, reply.get("logprobs")))
                for index, reply in enumerate(replies)]
@@ -49,9 +50,11 @@ def create_chat_completion(params: dict, cluster: Cluster) -> dict:
 
 def stream_chat_completion(params: dict, cluster: Cluster) -> Iterator[dict]:
     """Open the worker streams now (so failures get a status) and return the generator of chunks."""
-    prepared = prepare_chat(params, cluster)
-    streams = cluster.open_streams(prepared.address, [prepared.payload] * params["n"])
-    return _chunks(params, prepared, streams)
+    def attempt(address: str) -> tuple[PreparedChat, list[WorkerStream]]:
+        prepared = prepare_chat(params, cluster, address)
+        return prepared, cluster.open_streams(address, [prepared.payload] * params["n"])
+
+    return _chunks(params, *cluster.run_on_worker(params["model"], attempt))
 
 
 def _chunks(params: dict, prepared: PreparedChat, streams: list[WorkerStream]) -> Iterator[dict]:

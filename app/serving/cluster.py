@@ -4,16 +4,22 @@ Everything here runs before the first response byte, so each failure still gets 
 """
 from __future__ import annotations
 
+import logging
+from collections.abc import Callable
 from concurrent.futures import Executor
 from dataclasses import dataclass
+from typing import TypeVar
 
 from app.errors import context_length_exceeded, model_not_found
 from app.serving import payloads
 from app.serving.prompt import Template, TemplateError, merge_stop
 from app.upstream.controller import Controller
 from app.upstream.static_workers import StaticWorkers
-from app.upstream.errors import BAD_RESPONSE, UpstreamError
+from app.upstream.errors import BAD_RESPONSE, UNAVAILABLE, UpstreamError
 from app.upstream.worker import Workers, WorkerStream
+
+logger = logging.getLogger(__name__)
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -21,7 +27,7 @@ class Cluster:
     """controller: the FastChat controller, or StaticWorkers (same interface) when there is none;
     workers: calls to model workers; executor: runs the n > 1 choices concurrently;
     numbering: SEP_STYLE_NUMBERING; clip_overflow: CONTEXT_OVERFLOW == "clip"; embedding_batch_size: inputs per
-    worker embeddings call."""
+    worker embeddings call; failover_attempts: other workers tried when one cannot be reached."""
 
     controller: Controller | StaticWorkers
     workers: Workers
@@ -29,12 +35,27 @@ class Cluster:
     numbering: str = "auto"
     clip_overflow: bool = False
     embedding_batch_size: int = 4
+    failover_attempts: int = 2
 
-    def resolve_worker(self, model: str) -> str:
-        """The address of a worker for `model`. Raises 404 for a model the controller does not list."""
+    def run_on_worker(self, model: str, attempt: Callable[[str], T]) -> T:
+        """attempt(worker address) on a worker serving `model`; raises 404 for a model nobody serves.
+
+        When the worker cannot be reached (nothing was generated, nothing sent to the client), the failure is
+        reported (cooldown, controller refresh) and up to `failover_attempts` other workers are tried. Any other
+        failure is raised as it is: a timed-out or erring worker may have done the work already.
+        """
         if not self.controller.has_model(model):
             raise model_not_found(model)
-        return self.controller.get_worker_address(model)
+        for tries_left in range(self.failover_attempts, -1, -1):
+            address = self.controller.get_worker_address(model)
+            try:
+                return attempt(address)
+            except UpstreamError as exc:
+                if exc.kind != UNAVAILABLE or exc.upstream != "worker" or not tries_left:
+                    raise
+                logger.warning("worker %s for %s unreachable; trying another (%s)", address, model, exc.message)
+                self.controller.report_failure(address)
+        raise AssertionError("unreachable")  # the loop returns or raises
 
     def template(self, address: str, model: str) -> Template:
         """The worker's conversation template, in the sep_style numbering it uses."""

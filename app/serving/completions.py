@@ -17,15 +17,13 @@ from app.upstream.worker import WorkerStream
 
 @dataclass(frozen=True)
 class PreparedCompletion:
-    address: str
     payloads: list[dict]  # one per prompt
     prompt_tokens: list[int | None]  # our count of each prompt
 
 
-def prepare_completion(params: dict, cluster: Cluster, *, streaming: bool) -> PreparedCompletion:
-    """Resolve the worker once, decode the prompts, check every prompt against the context."""
+def prepare_completion(params: dict, cluster: Cluster, address: str, *, streaming: bool) -> PreparedCompletion:
+    """Decode the prompts and check every one against the context of the worker at `address`."""
     model = params["model"]
-    address = cluster.resolve_worker(model)
     prompts = decode_inputs(params["prompt"], model, "prompt")
     # FastChat applies the template's stop strings and stop ids to raw completions too.
     template = cluster.template(address, model)
@@ -40,14 +38,18 @@ def prepare_completion(params: dict, cluster: Cluster, *, streaming: bool) -> Pr
                 if params[key] is not None:
                     payload[key] = params[key]
         generation_payloads.append(payload)
-    return PreparedCompletion(address, generation_payloads, [count for _, count in fitted])
+    return PreparedCompletion(generation_payloads, [count for _, count in fitted])
 
 
 def create_completion(params: dict, cluster: Cluster) -> dict:
     """A whole completion: every choice of every prompt generated concurrently, each worker call made once."""
-    prepared = prepare_completion(params, cluster, streaming=False)
     n = params["n"]
-    replies = cluster.generate(prepared.address, [payload for payload in prepared.payloads for _ in range(n)])
+
+    def attempt(address: str) -> tuple[PreparedCompletion, list[dict]]:
+        prepared = prepare_completion(params, cluster, address, streaming=False)
+        return prepared, cluster.generate(address, [payload for payload in prepared.payloads for _ in range(n)])
+
+    prepared, replies = cluster.run_on_worker(params["model"], attempt)
     choices = [payloads.completion_choice(index, reply.get("text") or "", finish_reason(reply.get("finish_reason")),
                                           completion_logprobs(reply.get("logprobs"))
                                           if params["logprobs"] is not None else None)
@@ -59,10 +61,12 @@ def create_completion(params: dict, cluster: Cluster) -> dict:
 
 def stream_completion(params: dict, cluster: Cluster) -> Iterator[dict]:
     """Check every prompt and open every stream now (so failures get a status); return the chunk generator."""
-    prepared = prepare_completion(params, cluster, streaming=True)
-    n = params["n"]
-    streams = cluster.open_streams(prepared.address, [payload for payload in prepared.payloads for _ in range(n)])
-    return _chunks(params, prepared, streams)
+    def attempt(address: str) -> tuple[PreparedCompletion, list[WorkerStream]]:
+        prepared = prepare_completion(params, cluster, address, streaming=True)
+        payloads = [payload for payload in prepared.payloads for _ in range(params["n"])]
+        return prepared, cluster.open_streams(address, payloads)
+
+    return _chunks(params, *cluster.run_on_worker(params["model"], attempt))
 
 
 def _chunks(params: dict, prepared: PreparedCompletion, streams: list[WorkerStream]) -> Iterator[dict]:

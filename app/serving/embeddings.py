@@ -17,8 +17,16 @@ def create_embeddings(params: dict, cluster: Cluster) -> dict:
     model = params["model"]
     if not model:
         raise invalid_request("You must provide a model, in the body or in the path.", "model")
-    address = cluster.resolve_worker(model)
     texts = decode_inputs(params["input"], model, "input")
+    vectors, tokens = cluster.run_on_worker(model, lambda address: _embed(cluster, address, model, texts,
+                                                                          params["dimensions"]))
+    encoded = [encode_base64(vector) for vector in vectors] if params["encoding_format"] == "base64" else vectors
+    return payloads.embedding_list(model, encoded, tokens)
+
+
+def _embed(cluster: Cluster, address: str, model: str, texts: list[str],
+           dimensions: int | None) -> tuple[list[list[float]], int]:
+    """Every input's vector, batch by batch from one worker, and the tokens it counted."""
     size = cluster.embedding_batch_size
     vectors: list[list[float]] = []
     tokens = 0
@@ -26,14 +34,13 @@ def create_embeddings(params: dict, cluster: Cluster) -> dict:
         batch = texts[start:start + size]
         reply = cluster.workers.embed(address, {"model": model, "input": batch, "encoding_format": "float"})
         batch_vectors = _vectors(reply, len(batch))
-        if params["dimensions"] is not None and len(batch_vectors[0]) != params["dimensions"]:
+        if dimensions is not None and len(batch_vectors[0]) != dimensions:
             raise invalid_request(f"This model's embeddings have {len(batch_vectors[0])} dimensions; dimensions "
                                   "must be that number or omitted (reduced dimensions are not supported).",
                                   "dimensions")
         vectors.extend(batch_vectors)
         tokens += reply["token_num"] if isinstance(reply.get("token_num"), int) else 0
-    encoded = [encode_base64(vector) for vector in vectors] if params["encoding_format"] == "base64" else vectors
-    return payloads.embedding_list(model, encoded, tokens)
+    return vectors, tokens
 
 
 def encode_base64(vector: list[float]) -> str:

@@ -7,9 +7,11 @@ from app.serving.cluster import Cluster
 def check_tokens(params: dict, cluster: Cluster) -> dict:
     """Raises 404 for an unknown model (FastChat crashed with a 500)."""
     def check(item: dict) -> dict:
-        address = cluster.resolve_worker(item["model"])
-        context = cluster.workers.context_length(address, item["model"])
-        count = cluster.workers.count_tokens(address, item["model"], item["prompt"])
+        def attempt(address: str) -> tuple[int | None, int]:
+            return (cluster.workers.context_length(address, item["model"]),
+                    cluster.workers.count_tokens(address, item["model"], item["prompt"]))
+
+        context, count = cluster.run_on_worker(item["model"], attempt)
         return {"fits": context is None or count + item["max_tokens"] <= context, "tokenCount": count,
                 "contextLength": context}
 

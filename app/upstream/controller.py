@@ -20,7 +20,7 @@ class Controller:
     """Client of one FastChat controller, safe to share between threads."""
 
     def __init__(self, client: UpstreamClient, address: str, *, timeout: Timeout, model_list_ttl: float,
-                 refresh_interval: float, clock: Callable[[], float] = time.monotonic):
+                 refresh_interval: float, cooldown: float = 10.0, clock: Callable[[], float] = time.monotonic):
         self._client = client
         self.address = address
         self._timeout = timeout
@@ -31,6 +31,8 @@ class Controller:
         self._models_at = float("-inf")
         self._last_refresh = float("-inf")
         self._refresh_lock = threading.Lock()
+        self._cooling: dict[str, float] = {}  # worker address -> until when this process avoids it
+        self._cooldown = cooldown
 
     def list_models(self) -> list[str]:
         """Every model name, sorted, fresh from the controller (after a throttled worker refresh)."""
@@ -44,10 +46,27 @@ class Controller:
         return model in self._fetch_models()
 
     def get_worker_address(self, model: str) -> str:
-        """The address of the worker the controller picks for `model`.
+        """The address of the worker the controller picks for `model`, avoiding workers that just failed.
 
-        Raises UpstreamError(unavailable) when the controller has no worker for it.
+        Asking again is how to avoid one: each pick raises that worker's queue count in the controller, so
+        shortest_queue moves on. Raises UpstreamError(unavailable) when the controller has no worker for it.
         """
+        for _ in range(3):
+            address = self._pick(model)
+            if self._cooling.get(address, 0) <= self._clock():
+                return address
+        return address
+
+    def report_failure(self, address: str) -> None:
+        """A worker could not be reached: avoid it for a while, and let the controller purge it (throttled)."""
+        self._cooling[address] = self._clock() + self._cooldown
+        self._refresh_workers()
+
+    def ready(self) -> None:
+        """Raise UpstreamError unless the controller answers."""
+        self._fetch_models()
+
+    def _pick(self, model: str) -> str:
         reply = self._post("/get_worker_address", {"model": model})
         address = reply.get("address") if isinstance(reply, dict) else None
         if not isinstance(address, str):

@@ -66,10 +66,18 @@ class StaticWorkers:
             status.dispatched += 1
             return address
 
-    def mark_down(self, address: str) -> None:
-        """Take a worker out of rotation until its next successful status poll."""
+    def report_failure(self, address: str) -> None:
+        """A worker could not be reached: out of rotation until its next successful status poll."""
         with self._lock:
             self._live.pop(address, None)
+
+    def ready(self) -> None:
+        """Raise UpstreamError unless at least one worker answers its status poll."""
+        self._start()
+        with self._lock:
+            if self._live:
+                return
+        raise UpstreamError(UNAVAILABLE, "No worker answers its status poll.", upstream="worker")
 
     def poll(self) -> None:
         """Read every worker's status once and replace the live set."""

@@ -1,0 +1,116 @@
+"""A worker that cannot be reached before generation is replaced by another; nothing else is retried."""
+import json
+
+import pytest
+import requests
+
+from app import create_app
+from tests.fakes import CONTROLLER, MODEL, text_frames
+from tests.test_api_chat import chat, sse_events
+
+DEAD, ALIVE = "http://dead.test", "http://alive.test"
+
+
+def controller_picks(upstream, *addresses):
+    """The controller answers get_worker_address with these addresses in turn (the last one repeats)."""
+    picks = []
+
+    def pick(request):
+        picks.append(json.loads(request.body)["model"])
+        return 200, {}, json.dumps({"address": addresses[min(len(picks), len(addresses)) - 1]})
+
+    upstream.add_callback("POST", f"{CONTROLLER}/get_worker_address", callback=pick)
+    return picks
+
+
+def alive_worker(cluster):
+    cluster.template(at=ALIVE)
+    cluster.context(at=ALIVE)
+    cluster.counts(at=ALIVE)
+
+
+def test_an_unreachable_worker_is_replaced_and_the_controller_refreshed(client, cluster, upstream):
+    cluster.serves(MODEL)
+    picks = controller_picks(upstream, DEAD, ALIVE)
+    cluster.unreachable(f"{DEAD}/worker_get_conv_template")
+    refresh = upstream.post(f"{CONTROLLER}/refresh_all_workers", json=None)
+    alive_worker(cluster)
+    cluster.generates("from the live one", at=ALIVE)
+    response = chat(client)
+    assert response.status_code == 200
+    assert response.get_json()["choices"][0]["message"]["content"] == "from the live one"
+    assert len(picks) == 2 and refresh.call_count == 1
+
+
+def test_a_worker_that_refuses_the_generation_is_replaced(client, cluster, upstream):
+    cluster.serves(MODEL)
+    controller_picks(upstream, DEAD, ALIVE)
+    upstream.post(f"{CONTROLLER}/refresh_all_workers", json=None)
+    cluster.template(at=DEAD)
+    cluster.context(at=DEAD)
+    cluster.counts(at=DEAD)
+    cluster.unreachable(f"{DEAD}/worker_generate_stream")
+    alive_worker(cluster)
+    cluster.streams(text_frames(["ok"]), at=ALIVE)
+    events = sse_events(chat(client, stream=True))
+    assert events[1]["choices"][0]["delta"] == {"content": "ok"}
+
+
+def test_a_recently_failed_worker_is_avoided_by_asking_again(client, cluster, upstream):
+    cluster.serves(MODEL)
+    picks = controller_picks(upstream, DEAD, ALIVE, DEAD, ALIVE)
+    cluster.unreachable(f"{DEAD}/worker_get_conv_template")
+    upstream.post(f"{CONTROLLER}/refresh_all_workers", json=None)
+    alive_worker(cluster)
+    cluster.generates(at=ALIVE)
+    assert chat(client).status_code == 200
+    assert chat(client).status_code == 200  # picks DEAD (cooling down), asks again, gets ALIVE
+    assert len(picks) == 4
+
+
+def test_attempts_are_bounded(client, cluster, upstream):
+    cluster.serves(MODEL)
+    picks = controller_picks(upstream, DEAD)
+    unreachable = cluster.unreachable(f"{DEAD}/worker_get_conv_template")
+    upstream.post(f"{CONTROLLER}/refresh_all_workers", json=None)
+    response = chat(client)
+    assert response.status_code == 503
+    assert unreachable.call_count == 3  # FAILOVER_ATTEMPTS=2 other tries
+
+
+@pytest.mark.parametrize("failure", [requests.ReadTimeout("slow"), requests.exceptions.ChunkedEncodingError("cut")])
+def test_timeouts_and_broken_replies_are_not_retried(client, cluster, upstream, failure):
+    cluster.chat_ready()
+    generation = upstream.post("http://worker.test/worker_generate", body=failure)
+    response = chat(client)
+    assert response.status_code in (502, 504)
+    assert generation.call_count == 1
+
+
+def test_failover_can_be_turned_off(config, cluster, upstream):
+    app = create_app({**config, "FAILOVER_ATTEMPTS": 0}, environ={})
+    cluster.serves(MODEL)
+    controller_picks(upstream, DEAD, ALIVE)
+    unreachable = cluster.unreachable(f"{DEAD}/worker_get_conv_template")
+    assert chat(app.test_client()).status_code == 503
+    assert unreachable.call_count == 1
+
+
+def test_static_mode_takes_the_dead_worker_out_of_rotation(cluster, upstream):
+    app = create_app({"UPSTREAM_CONNECT_RETRIES": 0}, environ={"WORKER_ADDRESSES": f"{DEAD},{ALIVE}"})
+    static = app.extensions["cluster"].controller
+    static._poller = object()  # no background thread: the test drives the polls
+    static._first_poll.set()
+    for address in (DEAD, ALIVE):
+        upstream.post(f"{address}/worker_get_status", json={"model_names": [MODEL], "speed": 1, "queue_length": 0})
+    static.poll()
+    cluster.unreachable(f"{DEAD}/worker_get_conv_template")
+    alive_worker(cluster)
+    cluster.generates(at=ALIVE)
+    client = app.test_client()
+    assert chat(client).status_code == 200
+    cluster.generates(at=ALIVE)
+    cluster.counts(at=ALIVE)
+    assert chat(client).status_code == 200
+    assert static.list_models() == [MODEL]
+    assert static.get_worker_address(MODEL) == ALIVE

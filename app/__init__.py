@@ -6,8 +6,9 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from flask import Flask
+from flask_cors import CORS
 
-from app import api, auth, errors
+from app import api, auth, errors, metrics, observability
 from app.config import load_config
 from app.serving.cluster import Cluster
 from app.upstream.client import UpstreamClient
@@ -23,12 +24,19 @@ def create_app(test_config: Mapping[str, Any] | None = None, environ: Mapping[st
     """
     app = Flask(__name__)
     app.config.from_mapping(load_config(environ, test_config))
+    app.config["MAX_CONTENT_LENGTH"] = app.config["MAX_REQUEST_BODY_BYTES"]  # larger bodies: 413
     app.json.compact = True
     app.json.ensure_ascii = False
     app.json.sort_keys = False
     errors.register_error_handlers(app)
+    observability.init_app(app)  # first, so that even a request refused by auth gets an id and a log line
+    if app.config["CORS_ALLOWED_ORIGINS"]:
+        CORS(app, origins=list(app.config["CORS_ALLOWED_ORIGINS"]), methods=list(app.config["CORS_ALLOWED_METHODS"]),
+             allow_headers=list(app.config["CORS_ALLOWED_HEADERS"]), expose_headers=["X-Request-Id"],
+             supports_credentials=app.config["CORS_ALLOW_CREDENTIALS"])
     auth.init_app(app)
     app.extensions["cluster"] = build_cluster(app.config)
+    app.register_blueprint(metrics.bp)
     api.init_app(app)
     return app
 

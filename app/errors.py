@@ -12,6 +12,7 @@ from flask import Flask, Response, current_app, jsonify
 from marshmallow import ValidationError
 from werkzeug.exceptions import HTTPException
 
+from app import metrics
 from app.upstream import errors as upstream_errors
 from app.upstream.errors import UpstreamError
 
@@ -146,6 +147,7 @@ def as_api_error(exc: BaseException) -> ApiError:
         return exc
     if isinstance(exc, UpstreamError):
         logger.warning("upstream %s failure (%s): %s", exc.upstream, exc.kind, exc.message)
+        metrics.UPSTREAM_ERRORS.labels(exc.upstream, exc.kind).inc()
         return from_upstream(exc)
     if isinstance(exc, ValidationError):
         return from_validation(exc)

@@ -6,7 +6,7 @@ import time
 import pytest
 
 from app.serving.interleave import interleave
-from app.streaming import sse_events
+from app.streaming import EventStream
 from app.upstream.errors import UpstreamError
 
 
@@ -41,13 +41,19 @@ def decode(events):
 
 
 def test_events_are_data_lines_then_done():
-    events = decode(sse_events(iter([{"a": 1}, {"b": "é"}])))
+    events = decode(EventStream(iter([{"a": 1}, {"b": "é"}]), include_usage=False))
     assert events == ['data: {"a":1}\n\n', 'data: {"b":"é"}\n\n', "data: [DONE]\n\n"]
+
+
+def test_the_usage_chunk_is_sent_only_when_asked_for():
+    chunks = [{"choices": [{"delta": {"content": "a"}}]}, {"choices": [], "usage": {"prompt_tokens": 1}}]
+    assert len(list(EventStream(iter(chunks), include_usage=False))) == 2
+    assert len(list(EventStream(iter(chunks), include_usage=True))) == 3
 
 
 def test_error_mid_stream_is_an_error_event_then_done_and_the_source_is_closed():
     source = Source([{"a": 1}], fail_with=UpstreamError("worker_error", "boom", error_code=50001))
-    events = decode(sse_events(generator_over(source)))
+    events = decode(EventStream(generator_over(source), include_usage=False))
     assert events[-1] == "data: [DONE]\n\n"
     error = json.loads(events[-2][len("data: "):])
     assert error["error"]["message"] == "boom" and error["code"] == 50001
@@ -56,17 +62,16 @@ def test_error_mid_stream_is_an_error_event_then_done_and_the_source_is_closed()
 
 def test_client_disconnect_closes_the_source_without_yielding_more():
     source = Source([{"i": i} for i in range(10)])
-    events = sse_events(generator_over(source))
-    assert next(events).startswith(b"data: ")
-    events.close()  # what the WSGI server does when the client has gone
+    body = EventStream(generator_over(source), include_usage=False)
+    assert next(iter(body)).startswith(b"data: ")
+    body.close()  # what the WSGI server does when the client has gone
     assert source.closed
+    assert list(body) == []
 
 
-def test_close_before_start_still_closes_the_source():
+def test_close_before_iteration_started_still_closes_the_source():
     source = Source([{"i": 1}])
-    events = sse_events(source)
-    next(events)
-    events.close()
+    EventStream(source, include_usage=False).close()
     assert source.closed
 
 

@@ -2,8 +2,10 @@
 from __future__ import annotations
 
 import json
+import logging
+from collections.abc import Callable, Iterator
 
-from flask import Flask, current_app, request
+from flask import Flask, Response, current_app, jsonify, request
 from marshmallow import Schema, ValidationError
 
 from app.errors import from_validation, invalid_request
@@ -11,7 +13,11 @@ from app.schemas.chat import ChatCompletionRequestSchema, FastChatChatCompletion
 from app.schemas.completions import CompletionRequestSchema
 from app.schemas.embeddings import EmbeddingRequestSchema
 from app.schemas.tokens import TokenCheckRequestSchema
+from app.observability import current_record
 from app.serving.cluster import Cluster
+from app.streaming import sse_response
+
+logger = logging.getLogger(__name__)
 
 
 def init_app(app: Flask) -> None:
@@ -32,6 +38,22 @@ def init_app(app: Flask) -> None:
 
 def get_cluster() -> Cluster:
     return current_app.extensions["cluster"]
+
+
+def reply(params: dict, create: Callable[[dict, Cluster], dict],
+          stream: Callable[[dict, Cluster], Iterator[dict]] | None) -> Response:
+    """Run a generation use case: JSON for a whole result, server-sent events when params["stream"]."""
+    record = current_record()
+    record.model = params["model"]
+    if current_app.config["LOG_REQUEST_BODIES"]:
+        logger.info("request_id=%s body=%s", record.request_id, json.dumps(params, ensure_ascii=False))
+    if params.get("stream"):
+        return sse_response(stream(params, get_cluster()), params["include_usage"], record)
+    result = create(params, get_cluster())
+    record.usage = result.get("usage")
+    if current_app.config["LOG_REQUEST_BODIES"]:
+        logger.info("request_id=%s result=%s", record.request_id, json.dumps(result, ensure_ascii=False))
+    return jsonify(result)
 
 
 def load_body(schema_name: str) -> dict:

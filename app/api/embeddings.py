@@ -1,7 +1,7 @@
 """POST /v1/embeddings and FastChat's POST /v1/engines/{model}/embeddings."""
-from flask import Blueprint, jsonify
+from flask import Blueprint
 
-from app.api import get_cluster, load_body
+from app.api import load_body, reply
 from app.serving import embeddings
 
 bp = Blueprint("embeddings", __name__, url_prefix="/v1")
@@ -12,4 +12,4 @@ bp = Blueprint("embeddings", __name__, url_prefix="/v1")
 def create_embedding(model: str | None = None):
     """Embeddings of one or more inputs; a model in the body wins over the path, as in FastChat."""
     params = load_body("embedding")
-    return jsonify(embeddings.create_embeddings({**params, "model": params["model"] or model}, get_cluster()))
+    return reply({**params, "model": params["model"] or model}, embeddings.create_embeddings, None)

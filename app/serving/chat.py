@@ -71,9 +71,9 @@ def _chunks(params: dict, prepared: PreparedChat, streams: list[WorkerStream]) -
             new_logprobs = _logprobs(params, delta.frame.get("logprobs"), logprobs[delta.index])
             yield payloads.chat_chunk(id, created, model, delta.index, {"content": delta.text} if delta.text else {},
                                       delta.finish_reason, new_logprobs, with_usage)
-        if with_usage:
-            yield payloads.usage_chunk(id, created, model, "chat.completion.chunk",
-                                       total_usage([(usages, prepared.prompt_tokens)]))
+        # Always: the SSE layer sends it only on include_usage, and records the usage either way.
+        yield payloads.usage_chunk(id, created, model, "chat.completion.chunk",
+                                   total_usage([(usages, prepared.prompt_tokens)]))
     finally:
         for stream in streams:
             stream.close()

@@ -81,10 +81,9 @@ def _chunks(params: dict, prepared: PreparedCompletion, streams: list[WorkerStre
                 if params["logprobs"] is not None else None
             choice = payloads.completion_choice(delta.index, delta.text, delta.finish_reason, logprobs)
             yield payloads.completion_chunk(id, created, model, choice, with_usage)
-        if with_usage:
-            usage = total_usage([(usages[p * n:(p + 1) * n], counted)
-                                 for p, counted in enumerate(prepared.prompt_tokens)])
-            yield payloads.usage_chunk(id, created, model, "text_completion", usage)
+        # Always: the SSE layer sends it only on include_usage, and records the usage either way.
+        usage = total_usage([(usages[p * n:(p + 1) * n], counted) for p, counted in enumerate(prepared.prompt_tokens)])
+        yield payloads.usage_chunk(id, created, model, "text_completion", usage)
     finally:
         for stream in streams:
             stream.close()

@@ -1,0 +1,42 @@
+"""Prometheus instruments, correct across gunicorn processes (prometheus_client's multiprocess mode, enabled by
+PROMETHEUS_MULTIPROC_DIR, which gunicorn.conf.py sets up), and the /metrics endpoint.
+
+The instruments are module-level, as prometheus_client intends: one set per process, whatever the apps.
+"""
+from __future__ import annotations
+
+import os
+
+from flask import Blueprint, Response
+from prometheus_client import (CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry, Counter, Gauge, Histogram,
+                               generate_latest, multiprocess)
+
+_LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600)
+
+REQUESTS = Counter("fastchat_gateway_requests_total", "Requests answered, by route, model and status.",
+                   ["route", "model", "status"])
+LATENCY = Histogram("fastchat_gateway_request_duration_seconds",
+                    "Time from request to the last byte of the response (whole stream for streams).", ["route"],
+                    buckets=_LATENCY_BUCKETS)
+TIME_TO_FIRST_TOKEN = Histogram("fastchat_gateway_time_to_first_token_seconds",
+                                "Time from request to the first generated text in a stream.", ["route"],
+                                buckets=_LATENCY_BUCKETS)
+PROMPT_TOKENS = Counter("fastchat_gateway_prompt_tokens_total", "Prompt tokens, as the workers report them.",
+                        ["model"])
+COMPLETION_TOKENS = Counter("fastchat_gateway_completion_tokens_total", "Generated tokens.", ["model"])
+UPSTREAM_ERRORS = Counter("fastchat_gateway_upstream_errors_total", "Controller and worker failures, by kind.",
+                          ["upstream", "kind"])
+STREAMS_IN_FLIGHT = Gauge("fastchat_gateway_streams_in_flight", "Streamed responses being sent.",
+                          multiprocess_mode="livesum")
+
+bp = Blueprint("metrics", __name__)
+
+
+@bp.get("/metrics")
+def metrics():
+    """Prometheus text format; every gunicorn process's numbers summed when running under gunicorn."""
+    registry = REGISTRY
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        registry = CollectorRegistry()
+        multiprocess.MultiProcessCollector(registry)
+    return Response(generate_latest(registry), mimetype=CONTENT_TYPE_LATEST)

@@ -1,0 +1,98 @@
+"""What each request leaves behind: an X-Request-Id, one access-log line and the Prometheus numbers.
+
+Streamed responses are recorded when their last byte is sent, not when the view returns.
+"""
+from __future__ import annotations
+
+import logging
+import re
+import time
+import uuid
+from dataclasses import dataclass, field
+
+from flask import Flask, Response, g, request
+
+from app import metrics
+
+access_log = logging.getLogger("app.access")
+_REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
+# Labelling these by model would let any client create a metric series per made-up model name.
+_UNLABELLED_STATUSES = frozenset({400, 401, 404, 405, 413})
+
+
+@dataclass
+class RequestRecord:
+    """One request's facts, filled in by the layers that learn them."""
+
+    request_id: str
+    route: str
+    method: str
+    remote: str | None
+    started: float = field(default_factory=time.perf_counter)
+    model: str | None = None
+    stream: bool = False
+    usage: dict | None = None
+    stream_error: str | None = None
+    time_to_first_token: float | None = None
+
+    def first_token(self) -> None:
+        if self.time_to_first_token is None:
+            self.time_to_first_token = time.perf_counter() - self.started
+            metrics.TIME_TO_FIRST_TOKEN.labels(self.route).observe(self.time_to_first_token)
+
+    def stream_started(self) -> None:
+        self.stream = True
+        metrics.STREAMS_IN_FLIGHT.inc()
+
+    def stream_finished(self) -> None:
+        metrics.STREAMS_IN_FLIGHT.dec()
+        self.finish(200)
+
+    def finish(self, status: int) -> None:
+        """Count the request and write its access-log line (prompts and outputs are never part of it)."""
+        duration = time.perf_counter() - self.started
+        model = "" if status in _UNLABELLED_STATUSES or not self.model else self.model
+        metrics.REQUESTS.labels(self.route, model, str(status)).inc()
+        metrics.LATENCY.labels(self.route).observe(duration)
+        usage = self.usage or {}
+        prompt_tokens, completion_tokens = usage.get("prompt_tokens"), usage.get("completion_tokens")
+        if model and isinstance(prompt_tokens, int):
+            metrics.PROMPT_TOKENS.labels(model).inc(prompt_tokens)
+        if model and isinstance(completion_tokens, int):
+            metrics.COMPLETION_TOKENS.labels(model).inc(completion_tokens)
+        ttft = f"{self.time_to_first_token * 1000:.1f}" if self.time_to_first_token is not None else "-"
+        access_log.info(
+            "request_id=%s remote=%s method=%s route=%s model=%s status=%s stream=%s duration_ms=%.1f ttft_ms=%s "
+            "prompt_tokens=%s completion_tokens=%s%s", self.request_id, self.remote or "-", self.method, self.route,
+            self.model or "-", status, str(self.stream).lower(), duration * 1000, ttft,
+            prompt_tokens if prompt_tokens is not None else "-",
+            completion_tokens if completion_tokens is not None else "-",
+            f" stream_error={self.stream_error}" if self.stream_error else "")
+
+
+def init_app(app: Flask) -> None:
+    """Register before every other hook, so even a rejected request gets an id and a log line."""
+    app.before_request(_start)
+    app.after_request(_finish)
+
+
+def current_record() -> RequestRecord:
+    return g.request_record
+
+
+def _start() -> None:
+    offered = request.headers.get("X-Request-Id", "")
+    g.request_record = RequestRecord(
+        request_id=offered if _REQUEST_ID.fullmatch(offered) else uuid.uuid4().hex,
+        route=request.url_rule.rule if request.url_rule else "unmatched", method=request.method,
+        remote=request.remote_addr)
+
+
+def _finish(response: Response) -> Response:
+    record: RequestRecord | None = g.get("request_record")
+    if record is None:  # a failure before our first hook ran (e.g. in an earlier hook of an extension)
+        return response
+    response.headers["X-Request-Id"] = record.request_id
+    if not (response.is_streamed and record.stream):  # a stream records itself when it ends
+        record.finish(response.status_code)
+    return response

@@ -4,7 +4,9 @@ gthread is the default: each open stream holds one thread, and `timeout` is then
 worker process, not a limit on request length. Capacity is WEB_CONCURRENCY x GUNICORN_THREADS open requests.
 """
 import os
+import shutil
 import sys
+import tempfile
 
 
 def _env_int(name: str, default: int, minimum: int = 1) -> int:
@@ -33,7 +35,19 @@ graceful_timeout = _env_int("GUNICORN_GRACEFUL_TIMEOUT", 300)
 # Above nginx's upstream keepalive_timeout (60 s), so the proxy never reuses a connection we just closed.
 keepalive = _env_int("GUNICORN_KEEPALIVE", 75)
 forwarded_allow_ips = os.environ.get("FORWARDED_ALLOW_IPS", "127.0.0.1")
-accesslog = os.environ.get("GUNICORN_ACCESS_LOG", "-") or None
+# Request line and header limits (gunicorn's defaults) answer oversized headers with 4xx before the app runs.
+limit_request_line = _env_int("GUNICORN_LIMIT_REQUEST_LINE", 4094, minimum=0)
+limit_request_fields = _env_int("GUNICORN_LIMIT_REQUEST_FIELDS", 100)
+limit_request_field_size = _env_int("GUNICORN_LIMIT_REQUEST_FIELD_SIZE", 8190, minimum=0)
+# TLS straight from gunicorn, as FastChat's --ssl did with these two variables.
+keyfile = os.environ.get("SSL_KEYFILE") or None
+certfile = os.environ.get("SSL_CERTFILE") or None
+if bool(keyfile) != bool(certfile):
+    sys.stderr.write("fastchat-gateway: set both SSL_KEYFILE and SSL_CERTFILE, or neither\n")
+    sys.exit(1)
+# The app writes one access-log line per request (app.access: request id, model, tokens, latency);
+# gunicorn's own access log is off unless GUNICORN_ACCESS_LOG names a file or "-".
+accesslog = os.environ.get("GUNICORN_ACCESS_LOG") or None
 errorlog = "-"
 loglevel = os.environ.get("LOG_LEVEL", "info").lower()
 
@@ -45,14 +59,23 @@ logconfig_dict = {
     "loggers": {
         "gunicorn.error": {"level": loglevel.upper(), "handlers": ["error_console"], "propagate": False,
                            "qualname": "gunicorn.error"},
-        "gunicorn.access": {"level": "INFO", "handlers": ["console"], "propagate": False,
+        # With a logconfig_dict gunicorn logs access lines whatever `accesslog` says: silence them here instead.
+        "gunicorn.access": {"level": "INFO" if accesslog else "WARNING", "handlers": ["console"], "propagate": False,
                             "qualname": "gunicorn.access"},
+        "app.access": {"level": "INFO", "handlers": ["console"], "propagate": False},
     },
 }
 
+# Prometheus multiprocess mode: every process writes its numbers to this directory and /metrics sums them.
+# It must be set before the workers import the app. Without one given, a temporary one is made and removed.
+_own_metrics_dir = not os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+if _own_metrics_dir:
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="fastchat-gateway-metrics-")
+
 
 def on_starting(server):
-    """Check the app's settings in the master, so a bad one stops the server at once with its name."""
+    """Check the app's settings in the master, so a bad one stops the server at once with its name;
+    start with empty metrics."""
     from app.config import ConfigError, load_config
 
     try:
@@ -60,3 +83,21 @@ def on_starting(server):
     except ConfigError as exc:
         sys.stderr.write(f"fastchat-gateway: {exc}\n")
         sys.exit(1)
+    # Numbers of an earlier run would otherwise be summed into this one's.
+    metrics_dir = os.environ["PROMETHEUS_MULTIPROC_DIR"]
+    os.makedirs(metrics_dir, exist_ok=True)
+    for name in os.listdir(metrics_dir):
+        if name.endswith(".db"):
+            os.remove(os.path.join(metrics_dir, name))
+
+
+def on_exit(server):
+    if _own_metrics_dir:
+        shutil.rmtree(os.environ["PROMETHEUS_MULTIPROC_DIR"], ignore_errors=True)
+
+
+def child_exit(server, worker):
+    """A finished worker's live gauges (streams in flight) stop counting."""
+    from prometheus_client import multiprocess
+
+    multiprocess.mark_process_dead(worker.pid)

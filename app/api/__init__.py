@@ -24,10 +24,12 @@ def init_app(app: Flask) -> None:
     """Build the request schemas with the configured limits and register every blueprint."""
     from app.api import chat, completions, embeddings, health, models, tokens
 
-    limits = {"max_n": app.config["MAX_N"], "max_stop": app.config["MAX_STOP_SEQUENCES"]}
+    limits = {"max_n": app.config["MAX_N"], "max_stop": app.config["MAX_STOP_SEQUENCES"],
+              "max_tokens": app.config["MAX_TOKENS_CAP"]}
+    chat_limits = {**limits, "max_messages": app.config["MAX_MESSAGES"]}
     app.extensions["schemas"] = {
-        "chat": ChatCompletionRequestSchema(**limits),
-        "fastchat_chat": FastChatChatCompletionRequestSchema(**limits),
+        "chat": ChatCompletionRequestSchema(**chat_limits),
+        "fastchat_chat": FastChatChatCompletionRequestSchema(**chat_limits),
         "completion": CompletionRequestSchema(**limits),
         "embedding": EmbeddingRequestSchema(),
         "token_check": TokenCheckRequestSchema(),

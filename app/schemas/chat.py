@@ -6,8 +6,8 @@ from __future__ import annotations
 
 from marshmallow import ValidationError, fields, post_load, validates_schema
 
-from app.schemas.fields import (InRange, RequestSchema, UnsupportedMessage, accept_only, strict_boolean,
-                                unsupported)
+from app.schemas.fields import (InRange, RangeMessage, RequestSchema, UnsupportedMessage, accept_only,
+                                strict_boolean, unsupported)
 from app.schemas.sampling import SamplingRequestSchema
 
 ROLES = ("system", "developer", "user", "assistant")
@@ -62,11 +62,17 @@ class Messages(fields.Field):
 
     default_error_messages = {"invalid": "Must be a non-empty list of messages."}
 
+    def __init__(self, *, max_items: int = 2048, **kwargs):
+        super().__init__(**kwargs)
+        self.max_items = max_items
+
     def _deserialize(self, value, attr, data, **kwargs):
         if isinstance(value, str):
             return value
         if not isinstance(value, list) or not value:
             raise self.make_error("invalid")
+        if len(value) > self.max_items:
+            raise ValidationError(RangeMessage(f"At most {self.max_items} messages are allowed."))
         return MessageSchema(many=True).load(value)
 
 
@@ -95,6 +101,10 @@ class ChatCompletionRequestSchema(SamplingRequestSchema):
         lambda v: False, "Predicted outputs are not supported."))
     web_search_options = fields.Raw(allow_none=True, validate=accept_only(
         lambda v: False, "Web search is not supported."))
+
+    def __init__(self, *, max_messages: int = 2048, **kwargs):
+        super().__init__(**kwargs)
+        self.fields["messages"].max_items = max_messages
 
     @validates_schema
     def _check_chat_combinations(self, data, **kwargs):

@@ -26,10 +26,14 @@ class SamplingRequestSchema(RequestSchema):
     logit_bias = fields.Dict(allow_none=True, validate=accept_only(
         lambda v: not v, "logit_bias is not supported by FastChat workers."))
 
-    def __init__(self, *, max_n: int = 128, max_stop: int = 16, **kwargs):
+    def __init__(self, *, max_n: int = 128, max_stop: int = 16, max_tokens: int = 131072, **kwargs):
+        """The operator's caps (MAX_N, MAX_STOP_SEQUENCES, MAX_TOKENS_CAP) apply per app."""
         super().__init__(**kwargs)
         self.fields["n"].validators = [InRange(min=1, max=max_n)]
         self.fields["stop"].max_items = max_stop
+        for name in ("max_tokens", "max_completion_tokens"):
+            if name in self.fields:
+                self.fields[name].validators = [InRange(min=1, max=max_tokens)]
 
     @validates_schema
     def _check_stream_options(self, data, **kwargs):

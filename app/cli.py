@@ -1,0 +1,298 @@
+"""`fastchat-gateway`: a drop-in replacement for `python -m fastchat.serve.openai_api_server`.
+
+It accepts FastChat's API server flags, with the same defaults and meanings, plus the gateway's own options,
+translates them into the environment variables that the app (app/config.py) and gunicorn.conf.py read, and then
+replaces itself with gunicorn running the app (`python -m gunicorn -c gunicorn.conf.py --chdir REPO wsgi:app`).
+A flag that is not given leaves its variable as it is in the environment, so environment-based configuration
+keeps working; `--print-env` shows the result without starting anything.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shlex
+import sys
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import app as _app_package
+from app.config import SETTINGS
+
+REPO_ROOT = Path(_app_package.__file__).resolve().parents[1]
+DEFAULT_CONFIG = REPO_ROOT / "gunicorn.conf.py"
+
+# FastChat's defaults (fastchat.serve.openai_api_server).
+FASTCHAT_HOST = "localhost"
+FASTCHAT_PORT = 8000
+FASTCHAT_CONTROLLER = "http://localhost:21001"
+FASTCHAT_CORS_DEFAULT = ["*"]  # origins, methods and headers
+
+LOG_LEVELS = ("debug", "info", "warning", "error", "critical")  # gunicorn's
+
+# Variables printed by --print-env: the app's settings and the server's (gunicorn.conf.py).
+SERVER_VARIABLES = ("BIND", "WEB_CONCURRENCY", "LOG_LEVEL", "FORWARDED_ALLOW_IPS")
+SERVER_PREFIXES = ("GUNICORN_", "CORS_", "SSL_")
+
+EPILOG = """\
+Every option is translated into an environment variable read by the app or gunicorn.conf.py (see README,
+Configuration); an option not given leaves its variable as it is in the environment.
+
+  --host/--port          BIND=host:port (FastChat's localhost:8000 when neither is given and BIND is unset)
+  --controller-address   CONTROLLER_ADDRESS (and unsets WORKER_ADDRESSES)
+  --worker-addresses     WORKER_ADDRESSES (and unsets CONTROLLER_ADDRESS)
+  --api-keys             API_KEYS ('' disables auth)
+  --allowed-origins      CORS_ALLOWED_ORIGINS (JSON list -> comma-separated)
+  --allowed-methods      CORS_ALLOWED_METHODS (* when --allowed-origins is given without it, as in FastChat)
+  --allowed-headers      CORS_ALLOWED_HEADERS (* when --allowed-origins is given without it, as in FastChat)
+  --allow-credentials    CORS_ALLOW_CREDENTIALS=true (false when --allowed-origins is given without it)
+  --ssl                  checks SSL_KEYFILE and SSL_CERTFILE (made absolute); gunicorn.conf.py serves TLS
+                         whenever both are set, even without --ssl
+  --workers/--threads    WEB_CONCURRENCY / GUNICORN_THREADS
+  --worker-class         GUNICORN_WORKER_CLASS
+  --log-level            LOG_LEVEL
+
+Deviation from FastChat: CORS is off unless --allowed-origins is given; FastChat allowed every origin by default.
+"""
+
+
+class UsageError(ValueError):
+    """Options that cannot run together, or with this environment; the message says which."""
+
+
+# ---------------------------------------------------------------------------------------------- option types
+def _port(value: str) -> int:
+    try:
+        port = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"invalid port {value!r}: must be an integer from 1 to 65535") from None
+    if not 1 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"invalid port {value!r}: must be from 1 to 65535")
+    return port
+
+
+def _positive_int(value: str) -> int:
+    try:
+        number = int(value)
+    except ValueError:
+        number = 0
+    if number < 1:
+        raise argparse.ArgumentTypeError(f"invalid value {value!r}: must be an integer >= 1")
+    return number
+
+
+def _host(value: str) -> str:
+    if not value.strip():
+        raise argparse.ArgumentTypeError("must not be empty")
+    return value.strip()
+
+
+def _setting(name: str):
+    """An option type that checks the value with the app's own parser of setting `name`."""
+    parse = SETTINGS[name][0]
+
+    def check(value: str) -> str:
+        try:
+            parse(value.strip())
+        except ValueError as exc:
+            raise argparse.ArgumentTypeError(f"invalid value {value!r}: {exc}") from None
+        return value.strip()
+
+    return check
+
+
+def _json_list(what: str, *, allow_empty: bool):
+    """An option type for FastChat's JSON lists (parsed with json.loads), e.g. '["*"]'."""
+
+    def parse(value: str) -> list[str]:
+        try:
+            items = json.loads(value)
+        except ValueError as exc:
+            raise argparse.ArgumentTypeError(
+                f"invalid JSON {value!r} ({exc}): give a JSON list of strings such as '[\"*\"]'") from None
+        if not isinstance(items, list) or not all(isinstance(item, str) for item in items):
+            raise argparse.ArgumentTypeError(f"{value!r} is not a JSON list of strings such as '[\"*\"]'")
+        items = [item.strip() for item in items]
+        for item in items:
+            if not item or "," in item:
+                raise argparse.ArgumentTypeError(f"invalid {what} {item!r} in {value!r}: empty or contains a comma")
+        if not items and not allow_empty:
+            raise argparse.ArgumentTypeError(f"{value!r} names no {what}: give at least one, or '[\"*\"]' for any")
+        return items
+
+    return parse
+
+
+def _log_level(value: str) -> str:
+    if value.lower() not in LOG_LEVELS:
+        raise argparse.ArgumentTypeError(f"invalid log level {value!r}: choose from {', '.join(LOG_LEVELS)}")
+    return value.lower()
+
+
+def _config_file(value: str) -> Path:
+    path = Path(value).expanduser().resolve()
+    if not path.is_file():
+        raise argparse.ArgumentTypeError(f"no such file: {value}")
+    return path
+
+
+# ---------------------------------------------------------------------------------------------- parser
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="fastchat-gateway",
+        description="OpenAI-compatible API server for FastChat controller/worker clusters (Flask + gunicorn); "
+                    "a drop-in replacement for `python -m fastchat.serve.openai_api_server`.",
+        epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    fastchat = parser.add_argument_group("FastChat's openai_api_server options")
+    # Defaults of None mean "not given", so that the environment is left alone; the help shows FastChat's.
+    fastchat.add_argument("--host", type=_host, default=None, help=f"host name (default: {FASTCHAT_HOST})")
+    fastchat.add_argument("--port", type=_port, default=None, help=f"port number (default: {FASTCHAT_PORT})")
+    fastchat.add_argument("--controller-address", type=_setting("CONTROLLER_ADDRESS"), default=None,
+                          help=f"FastChat controller base URL (default: {FASTCHAT_CONTROLLER})")
+    fastchat.add_argument("--allow-credentials", action="store_true", default=False,
+                          help="CORS: allow credentials")
+    fastchat.add_argument("--allowed-origins", type=_json_list("origin", allow_empty=True), default=None,
+                          help="CORS: JSON list of allowed origins, e.g. '[\"*\"]' (default: CORS off)")
+    fastchat.add_argument("--allowed-methods", type=_json_list("method", allow_empty=False), default=None,
+                          help="CORS: JSON list of allowed methods (default: '[\"*\"]')")
+    fastchat.add_argument("--allowed-headers", type=_json_list("header", allow_empty=False), default=None,
+                          help="CORS: JSON list of allowed headers (default: '[\"*\"]')")
+    fastchat.add_argument("--api-keys", default=None,
+                          help="comma-separated accepted API keys; empty or absent: no authentication")
+    fastchat.add_argument("--ssl", action="store_true", default=False,
+                          help="serve HTTPS with the key and certificate named by env SSL_KEYFILE and SSL_CERTFILE")
+
+    gateway = parser.add_argument_group("gateway options")
+    gateway.add_argument("--worker-addresses", type=_setting("WORKER_ADDRESSES"), default=None,
+                         help="comma-separated worker URLs: dispatch to them directly, without a controller "
+                              "(not with --controller-address)")
+    gateway.add_argument("--workers", type=_positive_int, default=None,
+                         help="gunicorn processes (env WEB_CONCURRENCY; default 2)")
+    gateway.add_argument("--threads", type=_positive_int, default=None,
+                         help="threads per process; each open stream holds one (env GUNICORN_THREADS; default 32)")
+    gateway.add_argument("--worker-class", default=None,
+                         help="gunicorn worker class: gthread, or gevent if installed "
+                              "(env GUNICORN_WORKER_CLASS; default gthread)")
+    gateway.add_argument("--log-level", type=_log_level, default=None,
+                         help=f"one of {', '.join(LOG_LEVELS)} (env LOG_LEVEL; default info)")
+    gateway.add_argument("--config", type=_config_file, default=DEFAULT_CONFIG,
+                         help=f"gunicorn config file (default: {DEFAULT_CONFIG})")
+    gateway.add_argument("--print-env", action="store_true",
+                         help="print the gateway's environment variables as it would run with them "
+                              "(NAME=value lines, usable as a systemd EnvironmentFile) and exit")
+    return parser
+
+
+def parse_args(argv: Sequence[str] | None = None, parser: argparse.ArgumentParser | None = None):
+    parser = parser or build_parser()
+    args = parser.parse_args(argv)
+    if args.worker_addresses is not None and args.controller_address is not None:
+        parser.error("--worker-addresses (no controller) and --controller-address cannot be used together")
+    return args
+
+
+# ---------------------------------------------------------------------------------------------- environment
+def _bind(host: str, port: int) -> str:
+    if ":" in host and not host.startswith("["):  # an IPv6 address
+        host = f"[{host}]"
+    return f"{host}:{port}"
+
+
+def build_env(args: argparse.Namespace, base_env: Mapping[str, str]) -> dict[str, str]:
+    """The environment to run gunicorn with: `base_env` with the given options translated into variables.
+
+    Raises UsageError when the options cannot run with `base_env` (--ssl without SSL_KEYFILE/SSL_CERTFILE).
+    """
+    env = dict(base_env)
+
+    if args.host is not None or args.port is not None or not env.get("BIND", "").strip():
+        env["BIND"] = _bind(args.host or FASTCHAT_HOST, args.port or FASTCHAT_PORT)
+
+    if args.controller_address is not None:
+        env["CONTROLLER_ADDRESS"] = args.controller_address
+        env.pop("WORKER_ADDRESSES", None)  # the option wins over the environment's mode
+    if args.worker_addresses is not None:
+        env["WORKER_ADDRESSES"] = args.worker_addresses
+        env.pop("CONTROLLER_ADDRESS", None)
+    if args.api_keys is not None:
+        env["API_KEYS"] = args.api_keys
+
+    # CORS: off unless origins are given; with them, FastChat's defaults for the rest.
+    if args.allowed_origins is not None:
+        env["CORS_ALLOWED_ORIGINS"] = ",".join(args.allowed_origins)
+    if args.allowed_methods is not None or args.allowed_origins is not None:
+        env["CORS_ALLOWED_METHODS"] = ",".join(args.allowed_methods or FASTCHAT_CORS_DEFAULT)
+    if args.allowed_headers is not None or args.allowed_origins is not None:
+        env["CORS_ALLOWED_HEADERS"] = ",".join(args.allowed_headers or FASTCHAT_CORS_DEFAULT)
+    if args.allow_credentials or args.allowed_origins is not None:
+        env["CORS_ALLOW_CREDENTIALS"] = "true" if args.allow_credentials else "false"
+
+    if args.ssl:
+        missing = [name for name in ("SSL_KEYFILE", "SSL_CERTFILE") if not env.get(name, "").strip()]
+        if missing:
+            raise UsageError(f"--ssl needs the environment variable{'s' if len(missing) > 1 else ''} "
+                             f"{' and '.join(missing)} (paths of the TLS key and certificate, as in FastChat)")
+        for name in ("SSL_KEYFILE", "SSL_CERTFILE"):
+            path = Path(env[name].strip()).expanduser()
+            if not path.is_file():
+                raise UsageError(f"--ssl: {name}={env[name]!r} is not a file")
+            env[name] = str(path.resolve())  # gunicorn runs with --chdir REPO_ROOT
+
+    if args.workers is not None:
+        env["WEB_CONCURRENCY"] = str(args.workers)
+    if args.threads is not None:
+        env["GUNICORN_THREADS"] = str(args.threads)
+    if args.worker_class is not None:
+        env["GUNICORN_WORKER_CLASS"] = args.worker_class
+    if args.log_level is not None:
+        env["LOG_LEVEL"] = args.log_level
+    return env
+
+
+def cors_warning(args: argparse.Namespace, env: Mapping[str, str]) -> str | None:
+    """A warning when CORS options were given but CORS stays off (no allowed origins anywhere)."""
+    given = args.allowed_methods is not None or args.allowed_headers is not None or args.allow_credentials
+    if given and args.allowed_origins is None and not env.get("CORS_ALLOWED_ORIGINS", "").strip():
+        return ("fastchat-gateway: warning: CORS stays off without --allowed-origins (or CORS_ALLOWED_ORIGINS); "
+                "FastChat allowed every origin by default\n")
+    return None
+
+
+def gateway_variables(env: Mapping[str, str]) -> dict[str, str]:
+    """The variables of `env` that configure the gateway (app settings and server settings), sorted."""
+    names = set(SETTINGS) | set(SERVER_VARIABLES)
+    return {name: env[name] for name in sorted(env) if name in names or name.startswith(SERVER_PREFIXES)}
+
+
+def format_env(variables: Mapping[str, str]) -> str:
+    """NAME=value lines, quoted so that both sh and systemd's EnvironmentFile read them back."""
+    return "".join(f"{name}={shlex.quote(value)}\n" for name, value in variables.items())
+
+
+def gunicorn_argv(config: Path) -> list[str]:
+    return [sys.executable, "-m", "gunicorn", "-c", str(config), "--chdir", str(REPO_ROOT), "wsgi:app"]
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parse_args(argv, parser)
+    try:
+        env = build_env(args, os.environ)
+    except UsageError as exc:
+        parser.error(str(exc))  # exits with status 2
+    warning = cors_warning(args, env)
+    if warning:
+        sys.stderr.write(warning)
+    if args.print_env:
+        sys.stdout.write(format_env(gateway_variables(env)))
+        sys.stdout.flush()
+        return 0
+    argv_ = gunicorn_argv(args.config)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os.execvpe(argv_[0], argv_, env)
+    return 1  # not reached: execvpe returns only by raising
+
+
+if __name__ == "__main__":
+    sys.exit(main())

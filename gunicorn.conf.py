@@ -3,6 +3,7 @@
 gthread is the default: each open stream holds one thread, and `timeout` is then a liveness check of the
 worker process, not a limit on request length. Capacity is WEB_CONCURRENCY x GUNICORN_THREADS open requests.
 """
+import glob
 import os
 import shutil
 import sys
@@ -97,7 +98,7 @@ def on_exit(server):
 
 
 def child_exit(server, worker):
-    """A finished worker's live gauges (streams in flight) stop counting."""
-    from prometheus_client import multiprocess
-
-    multiprocess.mark_process_dead(worker.pid)
+    """A finished worker's live gauges (streams in flight) stop counting: what prometheus_client's
+    mark_process_dead does, without importing it (and ssl) into the master before gevent can patch."""
+    for path in glob.glob(os.path.join(os.environ["PROMETHEUS_MULTIPROC_DIR"], f"gauge_live*_{worker.pid}.db")):
+        os.remove(path)

@@ -31,8 +31,9 @@ FASTCHAT_CORS_DEFAULT = ["*"]  # origins, methods and headers
 LOG_LEVELS = ("debug", "info", "warning", "error", "critical")  # gunicorn's
 
 # Variables printed by --print-env: the app's settings and the server's (gunicorn.conf.py).
-SERVER_VARIABLES = ("BIND", "WEB_CONCURRENCY", "LOG_LEVEL", "FORWARDED_ALLOW_IPS")
-SERVER_PREFIXES = ("GUNICORN_", "CORS_", "SSL_")
+# Not SSL_*: OpenSSL's own SSL_CERT_FILE and SSL_CERT_DIR (CA bundles) are often set and are no setting of ours.
+SERVER_VARIABLES = ("BIND", "WEB_CONCURRENCY", "LOG_LEVEL", "FORWARDED_ALLOW_IPS", "SSL_KEYFILE", "SSL_CERTFILE")
+SERVER_PREFIXES = ("GUNICORN_", "CORS_")
 
 EPILOG = """\
 Every option is translated into an environment variable read by the app or gunicorn.conf.py (see README,
@@ -230,8 +231,11 @@ def build_env(args: argparse.Namespace, base_env: Mapping[str, str]) -> dict[str
     if args.ssl:
         missing = [name for name in ("SSL_KEYFILE", "SSL_CERTFILE") if not env.get(name, "").strip()]
         if missing:
+            hint = ""
+            if "SSL_CERTFILE" in missing and env.get("SSL_CERT_FILE"):
+                hint = "; SSL_CERT_FILE (with an underscore) is OpenSSL's CA bundle, not the server certificate"
             raise UsageError(f"--ssl needs the environment variable{'s' if len(missing) > 1 else ''} "
-                             f"{' and '.join(missing)} (paths of the TLS key and certificate, as in FastChat)")
+                             f"{' and '.join(missing)} (paths of the TLS key and certificate, as in FastChat){hint}")
         for name in ("SSL_KEYFILE", "SSL_CERTFILE"):
             path = Path(env[name].strip()).expanduser()
             if not path.is_file():

@@ -1,0 +1,61 @@
+"""The application factory: settings, hooks, upstream clients and blueprints, wired once per app."""
+from __future__ import annotations
+
+from collections.abc import Mapping
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+from flask import Flask
+from flask_cors import CORS
+
+from app import api, auth, errors, metrics, observability
+from app.config import load_config
+from app.serving.cluster import Cluster
+from app.upstream.client import UpstreamClient
+from app.upstream.controller import Controller
+from app.upstream.static_workers import StaticWorkers
+from app.upstream.worker import Workers
+
+
+def create_app(test_config: Mapping[str, Any] | None = None, environ: Mapping[str, str] | None = None) -> Flask:
+    """Build the app from the environment (or `environ`), with `test_config` overriding any setting.
+
+    Raises app.config.ConfigError naming the first invalid setting.
+    """
+    app = Flask(__name__)
+    app.config.from_mapping(load_config(environ, test_config))
+    app.config["MAX_CONTENT_LENGTH"] = app.config["MAX_REQUEST_BODY_BYTES"]  # larger bodies: 413
+    app.json.compact = True
+    app.json.ensure_ascii = False
+    app.json.sort_keys = False
+    errors.register_error_handlers(app)
+    observability.init_app(app)  # first, so that even a request refused by auth gets an id and a log line
+    if app.config["CORS_ALLOWED_ORIGINS"]:
+        CORS(app, origins=list(app.config["CORS_ALLOWED_ORIGINS"]), methods=list(app.config["CORS_ALLOWED_METHODS"]),
+             allow_headers=list(app.config["CORS_ALLOWED_HEADERS"]), expose_headers=["X-Request-Id"],
+             supports_credentials=app.config["CORS_ALLOW_CREDENTIALS"])
+    auth.init_app(app)
+    app.extensions["cluster"] = build_cluster(app.config)
+    app.register_blueprint(metrics.bp)
+    api.init_app(app)
+    return app
+
+
+def build_cluster(config: Mapping[str, Any]) -> Cluster:
+    """The upstream clients, configured; no network traffic happens here."""
+    client = UpstreamClient(connect_retries=config["UPSTREAM_CONNECT_RETRIES"])
+    if config["WORKER_ADDRESSES"]:
+        controller = StaticWorkers(
+            client, config["WORKER_ADDRESSES"], interval=config["WORKER_STATUS_INTERVAL"],
+            # A status reply is instant; a worker silent for 5 s is treated as down, as FastChat's controller does.
+            timeout=(config["WORKER_CONNECT_TIMEOUT"], 5.0))
+    else:
+        controller = Controller(
+            client, config["CONTROLLER_ADDRESS"],
+            timeout=(config["CONTROLLER_CONNECT_TIMEOUT"], config["CONTROLLER_READ_TIMEOUT"]),
+            model_list_ttl=config["MODEL_LIST_TTL"], refresh_interval=config["WORKER_REFRESH_INTERVAL"])
+    workers = Workers(client, timeout=(config["WORKER_CONNECT_TIMEOUT"], config["WORKER_READ_TIMEOUT"]),
+                      cache_size=config["TEMPLATE_CACHE_SIZE"])
+    return Cluster(controller, workers, ThreadPoolExecutor(max_workers=32, thread_name_prefix="choice"),
+                   numbering=config["SEP_STYLE_NUMBERING"], clip_overflow=config["CONTEXT_OVERFLOW"] == "clip",
+                   embedding_batch_size=config["EMBEDDING_BATCH_SIZE"], failover_attempts=config["FAILOVER_ATTEMPTS"])

@@ -32,7 +32,8 @@ LOG_LEVELS = ("debug", "info", "warning", "error", "critical")  # gunicorn's
 
 # Variables printed by --print-env: the app's settings and the server's (gunicorn.conf.py).
 # Not SSL_*: OpenSSL's own SSL_CERT_FILE and SSL_CERT_DIR (CA bundles) are often set and are no setting of ours.
-SERVER_VARIABLES = ("BIND", "WEB_CONCURRENCY", "LOG_LEVEL", "FORWARDED_ALLOW_IPS", "SSL_KEYFILE", "SSL_CERTFILE")
+SERVER_VARIABLES = ("BIND", "WEB_CONCURRENCY", "LOG_LEVEL", "FORWARDED_ALLOW_IPS", "SSL_KEYFILE", "SSL_CERTFILE",
+                    "PROMETHEUS_MULTIPROC_DIR")
 SERVER_PREFIXES = ("GUNICORN_", "CORS_")
 
 EPILOG = """\

@@ -53,7 +53,8 @@ def test_register_fake_worker(fastchat_controller):
     )
     assert resp.status_code == 200
 
-    assert sorted(fastchat_controller.list_models()) == ["fake-model-a", "fake-model-b"]
+    # other tests share this controller and register their own models
+    assert {"fake-model-a", "fake-model-b"} <= set(fastchat_controller.list_models())
     for model in ("fake-model-a", "fake-model-b"):
         resp = fastchat_controller.post("/get_worker_address", {"model": model})
         assert resp.status_code == 200

@@ -296,7 +296,8 @@ class TestValidation:
         ("max_tokens", 0, 40302), ("n", 0, 40302), ("n", 129, 40302), ("temperature", 2.5, 40302),
         ("temperature", -0.1, 40302), ("top_p", 1.5, 40302), ("top_k", 0, 40302), ("top_k", -2, 40302),
         ("presence_penalty", 3, 40302), ("max_tokens", "10", 40001), ("max_tokens", 1.5, 40001),
-        ("stream", "yes", 40001), ("stop", 3, 40001), ("temperature", "hot", 40001)])
+        ("stream", "yes", 40001), ("stop", 3, 40001), ("temperature", "hot", 40001), ("temperature", "0.5", 40001),
+        ("top_p", True, 40001)])
     def test_bad_parameters_are_400_naming_the_field(self, client, field, value, fastchat_code):
         response = chat(client, **{field: value})
         assert response.status_code == 400

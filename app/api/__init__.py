@@ -22,7 +22,7 @@ logger = logging.getLogger(__name__)
 
 def init_app(app: Flask) -> None:
     """Build the request schemas with the configured limits and register every blueprint."""
-    from app.api import chat, completions, embeddings, health, models, tokens
+    from app.api import chat, completions, embeddings, health, models, openapi, tokens
 
     limits = {"max_n": app.config["MAX_N"], "max_stop": app.config["MAX_STOP_SEQUENCES"],
               "max_tokens": app.config["MAX_TOKENS_CAP"]}
@@ -34,7 +34,7 @@ def init_app(app: Flask) -> None:
         "embedding": EmbeddingRequestSchema(),
         "token_check": TokenCheckRequestSchema(),
     }
-    for blueprint in (health.bp, models.bp, chat.bp, completions.bp, embeddings.bp, tokens.bp):
+    for blueprint in (health.bp, models.bp, chat.bp, completions.bp, embeddings.bp, tokens.bp, openapi.bp):
         app.register_blueprint(blueprint)
 
 

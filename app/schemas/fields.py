@@ -39,6 +39,15 @@ def accept_only(accept, message: str):
     return check
 
 
+class StrictFloat(fields.Float):
+    """A JSON number only: marshmallow would also take the string "1.5"."""
+
+    def _deserialize(self, value, attr, data, **kwargs):
+        if isinstance(value, str):
+            raise self.make_error("invalid")
+        return super()._deserialize(value, attr, data, **kwargs)
+
+
 def strict_boolean(**kwargs) -> fields.Boolean:
     """JSON true/false only: marshmallow would also take "yes", "on", 1..."""
     return fields.Boolean(truthy={True}, falsy={False}, **kwargs)

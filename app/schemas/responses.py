@@ -259,7 +259,7 @@ class EmbeddingListSchema(Schema):
     usage = fields.Nested(EmbeddingUsageSchema, required=True)
 
 
-# --- FastChat's token check ---------------------------------------------------------------------------------------------
+# --- FastChat's token check ---------------------------------------------------------------------------------
 
 class TokenCheckResultSchema(Schema):
     fits = fields.Boolean(required=True, metadata={

@@ -3,24 +3,25 @@ from __future__ import annotations
 
 from marshmallow import ValidationError, fields, post_load, validates_schema
 
-from app.schemas.fields import InRange, RequestSchema, StringOrList, accept_only, not_zero_top_k, strict_boolean
+from app.schemas.fields import (InRange, RequestSchema, StrictFloat, StringOrList, accept_only, not_zero_top_k,
+                                strict_boolean)
 
 
 class SamplingRequestSchema(RequestSchema):
     """Base of the generation requests. Subclasses add their fields and extend `params`."""
 
     model = fields.String(required=True)
-    temperature = fields.Float(allow_none=True, validate=InRange(min=0, max=2))
-    top_p = fields.Float(allow_none=True, validate=InRange(min=0, max=1))
+    temperature = StrictFloat(allow_none=True, validate=InRange(min=0, max=2))
+    top_p = StrictFloat(allow_none=True, validate=InRange(min=0, max=1))
     top_k = fields.Integer(strict=True, allow_none=True, validate=not_zero_top_k)
     n = fields.Integer(strict=True, allow_none=True, validate=InRange(min=1))
     max_tokens = fields.Integer(strict=True, allow_none=True, validate=InRange(min=1))
     stop = StringOrList(allow_none=True)
     stream = strict_boolean(allow_none=True)
     stream_options = fields.Dict(allow_none=True)
-    presence_penalty = fields.Float(allow_none=True, validate=InRange(min=-2, max=2))
-    frequency_penalty = fields.Float(allow_none=True, validate=InRange(min=-2, max=2))
-    repetition_penalty = fields.Float(allow_none=True, validate=InRange(min=0, min_inclusive=False))
+    presence_penalty = StrictFloat(allow_none=True, validate=InRange(min=-2, max=2))
+    frequency_penalty = StrictFloat(allow_none=True, validate=InRange(min=-2, max=2))
+    repetition_penalty = StrictFloat(allow_none=True, validate=InRange(min=0, min_inclusive=False))
     seed = fields.Integer(strict=True, allow_none=True)
     user = fields.String(allow_none=True)
     logit_bias = fields.Dict(allow_none=True, validate=accept_only(

@@ -399,3 +399,31 @@ class TestFastChatChatRoute:
     def test_it_validates_like_the_v1_route(self, client):
         response = client.post("/api/v1/chat/completions", json={"model": MODEL, "messages": "hi", "n": 0})
         assert response.status_code == 400 and response.get_json()["error"]["param"] == "n"
+
+
+class TestSepStyleNumbering:
+    # A 0.2.36 worker's CHATML template: 11 keys, sep_style 9 (CHATGLM in HEAD's numbering).
+    CHATML_0236 = {"name": "my-chatml", "system_template": "<|im_start|>system\n{system_message}",
+                   "system_message": "S", "roles": ["<|im_start|>user", "<|im_start|>assistant"], "messages": [],
+                   "offset": 0, "sep_style": 9, "sep": "<|im_end|>", "sep2": None, "stop_str": None,
+                   "stop_token_ids": None}
+
+    def send(self, app, cluster):
+        cluster.serves(MODEL)
+        cluster.routes()
+        cluster.template(self.CHATML_0236)
+        cluster.context()
+        cluster.counts()
+        cluster.generates()
+        chat(app.test_client())
+        return cluster.sent("/worker_generate")[0]["prompt"]
+
+    def test_auto_detects_the_0_2_36_numbering(self, app, cluster):
+        assert self.send(app, cluster) == \
+            "<|im_start|>system\nS<|im_end|>\n<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\n"
+
+    def test_the_setting_can_force_a_numbering(self, config, cluster):
+        from app import create_app
+
+        forced = create_app({**config, "SEP_STYLE_NUMBERING": "head"}, environ={})
+        assert self.send(forced, cluster).startswith("<|im_start|>system\nS<|im_end|>\n[Round 0]")

@@ -426,4 +426,5 @@ class TestSepStyleNumbering:
         from app import create_app
 
         forced = create_app({**config, "SEP_STYLE_NUMBERING": "head"}, environ={})
-        assert self.send(forced, cluster).startswith("<|im_start|>system\nS<|im_end|>\n[Round 0]")
+        # misread as CHATGLM, exactly what a HEAD server does with this worker
+        assert self.send(forced, cluster).startswith("<|im_start|>system\nS<|im_end|>[Round 0]")

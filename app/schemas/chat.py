@@ -57,6 +57,10 @@ class MessageSchema(RequestSchema):
         return {"role": data["role"], "content": data["content"]}
 
 
+# Built once: a schema instance deep-copies its fields, which would cost more than loading a short chat.
+_MESSAGE_LIST = MessageSchema(many=True)
+
+
 class Messages(fields.Field):
     """A non-empty list of chat messages, or (FastChat's extension) a string used verbatim as the prompt."""
 
@@ -73,7 +77,7 @@ class Messages(fields.Field):
             raise self.make_error("invalid")
         if len(value) > self.max_items:
             raise ValidationError(RangeMessage(f"At most {self.max_items} messages are allowed."))
-        return MessageSchema(many=True).load(value)
+        return _MESSAGE_LIST.load(value)
 
 
 class ChatCompletionRequestSchema(SamplingRequestSchema):

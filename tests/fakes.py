@@ -55,13 +55,15 @@ class FakeCluster:
     def counts(self, count: int = 5, at: str = WORKER):
         return self.rsps.post(f"{at}/count_token", json={"count": count, "error_code": 0})
 
-    def chat_ready(self, model: str = MODEL, prompt_tokens: int = 5, context: int = 2048):
-        """Everything a chat request needs before generation."""
+    def chat_ready(self, model: str = MODEL, prompt_tokens: int = 5, context: int = 2048, counted: bool = True):
+        """Everything a chat request needs before generation. counted=False when the request's max_tokens fits
+        the context whatever the prompt's token count (the gateway then skips /count_token)."""
         self.serves(model)
         self.routes(model)
         self.template()
         self.context(context)
-        self.counts(prompt_tokens)
+        if counted:
+            self.counts(prompt_tokens)
 
     def generates(self, text: str = "Hello there", finish_reason: str = "stop", at: str = WORKER,
                   payload: dict | None = None, **reply):

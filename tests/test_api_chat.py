@@ -27,7 +27,7 @@ def sse_events(response) -> list:
 
 class TestNonStreaming:
     def test_payload_sent_to_the_worker_is_exact(self, client, cluster):
-        cluster.chat_ready(prompt_tokens=9)
+        cluster.chat_ready(counted=False)
         cluster.generates(payload={
             "model": MODEL, "prompt": f"{SYSTEM} USER: Hi ASSISTANT:", "temperature": 0.5, "logprobs": None,
             "top_p": 0.9, "top_k": 5, "presence_penalty": 0.1, "frequency_penalty": 0.2, "max_new_tokens": 7,
@@ -154,6 +154,20 @@ class TestNonStreaming:
 
 
 class TestContextLength:
+    def test_a_max_tokens_that_fits_whatever_the_prompt_skips_counting(self, client, cluster):
+        cluster.chat_ready(counted=False)
+        cluster.generates(usage={"prompt_tokens": 40, "completion_tokens": 2, "total_tokens": 42})
+        response = chat(client, max_tokens=100)
+        assert cluster.sent("/count_token") == [] and cluster.sent("/worker_generate")[0]["max_new_tokens"] == 100
+        assert response.get_json()["usage"]["prompt_tokens"] == 40  # the worker's own count
+
+    def test_a_max_tokens_that_might_not_fit_is_counted(self, client, cluster):
+        # the rendered vicuna prompt is ~190 bytes: 190 + 8 + 1900 > 2048, so the exact count decides
+        cluster.chat_ready(prompt_tokens=50)
+        cluster.generates()
+        assert chat(client, max_tokens=1900).status_code == 200
+        assert len(cluster.sent("/count_token")) == 1
+
     def test_absent_max_tokens_uses_the_rest_of_the_context(self, client, cluster):
         cluster.chat_ready(prompt_tokens=50, context=64)
         cluster.generates()
@@ -229,7 +243,7 @@ class TestStreaming:
             ({"role": "assistant", "content": ""}, None), ({"content": "Hi"}, None), ({}, "stop")]
 
     def test_payload_for_streams_is_the_same_as_for_whole_replies(self, client, cluster):
-        cluster.chat_ready()
+        cluster.chat_ready(counted=False)
         cluster.streams(text_frames(["a"]))
         sse_events(chat(client, stream=True, max_tokens=3))
         sent = cluster.sent("/worker_generate_stream")[0]

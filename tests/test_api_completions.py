@@ -13,7 +13,8 @@ def complete(client, **body):
     return client.post(COMPLETIONS, json={"model": MODEL, "prompt": "Once upon", **body})
 
 
-def ready(cluster, prompts=1, prompt_tokens=5, context=2048, conv=VICUNA):
+def ready(cluster, prompts=0, prompt_tokens=5, context=2048, conv=VICUNA):
+    """prompts: how many /count_token calls to expect (none when max_tokens surely fits the context)."""
     cluster.serves(MODEL)
     cluster.routes()
     cluster.template(conv)
@@ -46,7 +47,7 @@ def test_echo_logprobs_best_of_and_beam_search_are_forwarded(client, cluster):
 
 
 def test_several_prompts_and_n_number_choices_prompt_major(client, cluster, upstream):
-    ready(cluster, prompts=2)
+    ready(cluster, prompts=2, context=24)  # small enough that 16 max_tokens might not fit: every prompt counted
     for prompt, text in (("p one", "A"), ("p two", "B")):
         upstream.post(f"{WORKER}/worker_generate", match=[matchers.json_params_matcher({"prompt": prompt},
                                                                                       strict_match=False)],
@@ -60,7 +61,7 @@ def test_several_prompts_and_n_number_choices_prompt_major(client, cluster, upst
 
 
 def test_every_prompt_is_checked_against_the_context_before_generating(client, cluster, upstream):
-    ready(cluster, prompts=0, context=64)
+    ready(cluster, prompts=0, context=20)
     cluster.counts(10)
     cluster.counts(60)
     response = complete(client, prompt=["short", "long"], max_tokens=10)
@@ -79,7 +80,7 @@ def test_template_stop_strings_apply_to_raw_completions(client, cluster):
 
 
 def test_streamed_choices_have_global_indexes_and_usage(client, cluster, upstream):
-    ready(cluster, prompts=2)
+    ready(cluster)
     for prompt, texts in (("p one", ["a", "ab"]), ("p two", ["x", "xy"])):
         for _ in range(2):
             upstream.post(f"{WORKER}/worker_generate_stream", body=text_frames(texts, prompt_tokens=5),
@@ -92,7 +93,7 @@ def test_streamed_choices_have_global_indexes_and_usage(client, cluster, upstrea
         choice = event["choices"][0]
         texts[choice["index"]] = texts.get(choice["index"], "") + choice["text"]
     assert texts == {0: "ab", 1: "ab", 2: "xy", 3: "xy"}
-    assert events[-1]["choices"] == [] and events[-1]["usage"] == {
+    assert events[-1]["choices"] == [] and events[-1]["usage"] == {  # the workers' counts: 5 per prompt
         "prompt_tokens": 10, "completion_tokens": 8, "total_tokens": 18}
     assert all("best_of" not in sent for sent in cluster.sent("/worker_generate_stream"))
 
@@ -143,7 +144,7 @@ def fake_tiktoken(monkeypatch):
 
 
 def test_token_id_prompts_are_decoded_to_text(client, cluster, fake_tiktoken):
-    ready(cluster, prompts=2)
+    ready(cluster)
     cluster.generates()
     cluster.generates()
     assert complete(client, prompt=[[1, 2], [3]]).status_code == 200

@@ -69,11 +69,12 @@ class Cluster:
         """Return (max_new_tokens to send, prompt token count), checking the prompt against the context.
 
         An absent max_tokens takes the rest of the context. Raises 400 context_length_exceeded when the prompt
-        fills the context, or when an explicit max_tokens does not fit (unless clipping is configured). When
-        the worker does not report a context length, nothing is counted and max_tokens goes as given.
+        fills the context, or when an explicit max_tokens does not fit (unless clipping is configured). Nothing is
+        counted (a round trip saved; the worker reports the count in its usage) when the worker does not report
+        a context length, or when an explicit max_tokens fits whatever the tokenizer does with the prompt.
         """
         context = self.workers.context_length(address, model)
-        if context is None:
+        if context is None or (max_tokens is not None and most_tokens(prompt) + max_tokens <= context):
             return max_tokens, None
         prompt_tokens = self.workers.count_tokens(address, model, prompt)
         room = context - prompt_tokens
@@ -107,6 +108,12 @@ class Cluster:
                 stream.close()
             raise
         return streams
+
+
+def most_tokens(prompt: str) -> int:
+    """More tokens than any tokenizer makes of `prompt`: every token of byte-level BPE and SentencePiece (byte
+    fallback) covers at least one UTF-8 byte, plus a few special tokens (BOS, a SentencePiece prefix)."""
+    return len(prompt.encode("utf-8", "surrogatepass")) + 8
 
 
 def worker_payload(params: dict, prompt: str, max_new_tokens: int | None, template: Template, *,

@@ -2,6 +2,7 @@
 header limits, API keys from a file."""
 import re
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 import requests
 
@@ -11,18 +12,24 @@ from stack import Gateway, SimulatedWorker
 def test_metrics_ready_request_ids_header_limits_and_key_file(run_dir, tmp_path):
     keys = tmp_path / "keys.txt"
     keys.write_text("# team keys\nsk-from-file\n")
-    worker = SimulatedWorker(run_dir, "--tokens", "3", name="sim-ops")
+    worker = SimulatedWorker(run_dir, "--tokens", "3", "--token-delay", "0.1", name="sim-ops")
     gateway = None
     try:
         gateway = Gateway(run_dir, name="gateway-ops", WORKER_ADDRESSES=worker.address, WEB_CONCURRENCY="2",
-                          GUNICORN_THREADS="4", API_KEYS_FILE=str(keys), WORKER_STATUS_INTERVAL="0.5")
+                          GUNICORN_THREADS="4", GUNICORN_WORKER_CONNECTIONS="4", API_KEYS_FILE=str(keys),
+                          WORKER_STATUS_INTERVAL="0.5")
         headers = {"Authorization": "Bearer sk-from-file"}
         session = requests.Session()
-        for i in range(12):  # fresh connections, so both processes serve some of them
+
+        def ask(i: int) -> None:
             response = requests.post(f"{gateway.url}/v1/chat/completions", headers={**headers, "X-Request-Id": f"r{i}"},
                                      json={"model": "sim-model", "messages": [{"role": "user", "content": "hi"}]},
                                      timeout=10)
             assert response.status_code == 200 and response.headers["X-Request-Id"] == f"r{i}"
+
+        # 12 at once on fresh connections, more than one process takes (4): both processes serve some
+        with ThreadPoolExecutor(12) as pool:
+            list(pool.map(ask, range(12)))
         assert requests.get(f"{gateway.url}/v1/models", timeout=10).status_code == 401
 
         text = session.get(f"{gateway.url}/metrics", timeout=10).text

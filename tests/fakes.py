@@ -1,6 +1,7 @@
 """A FastChat cluster faked with `responses`: one line per upstream behaviour a test needs."""
 from __future__ import annotations
 
+import io
 import json
 
 import requests
@@ -22,6 +23,24 @@ VICUNA = {
 def frames(*frames: dict) -> bytes:
     """A worker stream body exactly as FastChat frames it: json.dumps(frame) + NUL per frame."""
     return b"".join(json.dumps(frame).encode() + b"\0" for frame in frames)
+
+
+class OneReadPerFrame(io.BufferedReader):
+    """A response body that hands over one worker frame per read, as a worker generating token by token does
+    (a plain bytes body arrives in one read, which the gateway would relay as one coalesced chunk)."""
+
+    def __init__(self, body: bytes):
+        super().__init__(io.BytesIO(b""))
+        *frames, self._rest = body.split(b"\0")  # the rest: bytes of an unfinished frame, if any
+        self._frames = [frame + b"\0" for frame in frames if frame]
+
+    def read(self, size=-1):
+        if self._frames:
+            return self._frames.pop(0)
+        rest, self._rest = self._rest, b""
+        if not rest:
+            self.close()
+        return rest
 
 
 def text_frames(texts: list[str], finish_reason: str = "stop", prompt_tokens: int = 5) -> bytes:
@@ -73,9 +92,11 @@ class FakeCluster:
         match = [matchers.json_params_matcher(payload)] if payload is not None else []
         return self.rsps.post(f"{at}/worker_generate", json=body, match=match)
 
-    def streams(self, body: bytes, at: str = WORKER, payload: dict | None = None):
+    def streams(self, body: bytes, at: str = WORKER, payload: dict | None = None, one_read: bool = False):
+        """A worker stream delivering one frame per read, or (one_read=True) the whole body at once."""
         match = [matchers.json_params_matcher(payload)] if payload is not None else []
-        return self.rsps.post(f"{at}/worker_generate_stream", body=body, match=match)
+        return self.rsps.post(f"{at}/worker_generate_stream", body=body if one_read else OneReadPerFrame(body),
+                              match=match)
 
     def unreachable(self, url: str):
         return self.rsps.post(url, body=requests.ConnectionError("refused"))

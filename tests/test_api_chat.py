@@ -235,6 +235,13 @@ class TestStreaming:
         assert [c["delta"].get("content") for c in choices[1:]] == ["Hel", "lo", " there"]
         assert [c["finish_reason"] for c in choices] == [None, None, None, "length"]
 
+    def test_frames_that_arrive_together_are_relayed_as_one_chunk(self, client, cluster):
+        cluster.chat_ready()
+        cluster.streams(text_frames(["Hel", "Hello", "Hello there"], finish_reason="length"), one_read=True)
+        choices = [e["choices"][0] for e in sse_events(chat(client, stream=True))[:-1]]
+        assert [(c["delta"].get("content"), c["finish_reason"]) for c in choices] == [
+            ("", None), ("Hello there", "length")]
+
     def test_finish_without_new_text_is_its_own_chunk(self, client, cluster):
         cluster.chat_ready()
         cluster.streams(text_frames(["Hi", "Hi", "Hi"], finish_reason="stop"))

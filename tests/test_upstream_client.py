@@ -6,7 +6,7 @@ from urllib3.exceptions import MaxRetryError, ReadTimeoutError
 from app.upstream import errors
 from app.upstream.client import UpstreamClient
 from app.upstream.errors import UpstreamError
-from tests.fakes import WORKER, frames
+from tests.fakes import WORKER, OneReadPerFrame, frames
 
 URL = f"{WORKER}/count_token"
 TIMEOUT = (1.0, 2.0)
@@ -88,11 +88,18 @@ def test_connection_failures_are_retried_but_not_reads(client):
     assert (retrying.connect, retrying.read, retrying.status, retrying.allowed_methods) == (2, 0, 0, None)
 
 
-def test_stream_yields_decoded_frames_and_closes(client, upstream):
-    upstream.post(f"{WORKER}/worker_generate_stream", body=frames({"text": "a"}, {"text": "ab"}))
+def test_stream_yields_each_frame_as_it_arrives_and_closes(client, upstream):
+    upstream.post(f"{WORKER}/worker_generate_stream", body=OneReadPerFrame(frames({"text": "a"}, {"text": "ab"})))
     stream = client.open_stream(f"{WORKER}/worker_generate_stream", {}, timeout=TIMEOUT, upstream="worker")
     assert [frame["text"] for frame in stream] == ["a", "ab"]
     stream.close()
+
+
+def test_frames_waiting_together_yield_only_the_latest(client, upstream):
+    # cumulative frames: the last of a read holds everything the earlier ones did
+    upstream.post(f"{WORKER}/worker_generate_stream", body=frames({"text": "a"}, {"text": "ab"}, {"text": "abc"}))
+    stream = client.open_stream(f"{WORKER}/worker_generate_stream", {}, timeout=TIMEOUT, upstream="worker")
+    assert [frame["text"] for frame in stream] == ["abc"]
 
 
 def test_stream_with_non_200_status_fails_before_any_frame(client, upstream):
@@ -104,7 +111,7 @@ def test_stream_with_non_200_status_fails_before_any_frame(client, upstream):
 
 @pytest.mark.parametrize("body", [b'{"text": "a"}\0not json\0', b'{"text": "a"}\0["a list"]\0', b'{"text": "a"}\0{"te'])
 def test_garbage_or_truncated_frames_raise(client, upstream, body):
-    upstream.post(f"{WORKER}/worker_generate_stream", body=body)
+    upstream.post(f"{WORKER}/worker_generate_stream", body=OneReadPerFrame(body))
     stream = client.open_stream(f"{WORKER}/worker_generate_stream", {}, timeout=TIMEOUT, upstream="worker")
     frames_seen = []
     with pytest.raises(UpstreamError) as raised:
@@ -112,3 +119,11 @@ def test_garbage_or_truncated_frames_raise(client, upstream, body):
             frames_seen.append(frame)
     assert frames_seen == [{"text": "a"}]
     assert raised.value.kind == errors.BAD_RESPONSE
+
+
+@pytest.mark.parametrize("garbage", [b"not json", b"[1]", b"Internal Server Error"])
+def test_garbage_among_frames_read_together_still_raises(client, upstream, garbage):
+    upstream.post(f"{WORKER}/worker_generate_stream", body=b'{"text": "a"}\0' + garbage + b'\0{"text": "ab"}\0')
+    stream = client.open_stream(f"{WORKER}/worker_generate_stream", {}, timeout=TIMEOUT, upstream="worker")
+    with pytest.raises(UpstreamError):
+        list(stream)

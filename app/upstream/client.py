@@ -15,7 +15,7 @@ from urllib3.exceptions import ReadTimeoutError
 from urllib3.util.retry import Retry
 
 from app.upstream.errors import BAD_RESPONSE, TIMEOUT, UNAVAILABLE, UpstreamError
-from app.upstream.framing import TruncatedFrameError, iter_frames
+from app.upstream.framing import TruncatedFrameError, iter_frame_batches
 
 Timeout = tuple[float, float]  # (connect, read) seconds; read is the longest silence between two bytes
 _HEADERS = {"User-Agent": "fastchat-gateway", "Content-Type": "application/json", "Accept": "*/*"}
@@ -97,9 +97,15 @@ class FrameStream:
         self._upstream = upstream
 
     def __iter__(self) -> Iterator[dict]:
+        """The latest frame of each read. FastChat frames are cumulative (text, usage and logprobs so far), so
+        when a busy gateway finds several frames waiting, only the last needs decoding and relaying: the
+        others are checked for shape only. An idle gateway still relays every frame as it comes."""
         try:
-            for frame in iter_frames(self._response.iter_content(chunk_size=None)):
-                yield _decode_frame(frame, self._upstream)
+            for batch in iter_frame_batches(self._response.iter_content(chunk_size=None)):
+                for frame in batch[:-1]:
+                    if not (frame.startswith(b"{") and frame.rstrip().endswith(b"}")):
+                        raise _not_an_object(self._upstream)
+                yield _decode_frame(batch[-1], self._upstream)
         except requests.ConnectionError as exc:
             if _is_read_timeout(exc):
                 raise UpstreamError(TIMEOUT, f"The {self._upstream} stopped sending in time.",
@@ -130,9 +136,13 @@ def _decode_frame(frame: bytes, upstream: str) -> dict:
     except ValueError:
         data = None
     if not isinstance(data, dict):
-        raise UpstreamError(BAD_RESPONSE, f"The {upstream} sent a stream frame that is not a JSON object.",
-                            upstream=upstream)
+        raise _not_an_object(upstream)
     return data
+
+
+def _not_an_object(upstream: str) -> UpstreamError:
+    return UpstreamError(BAD_RESPONSE, f"The {upstream} sent a stream frame that is not a JSON object.",
+                         upstream=upstream)
 
 
 def _is_read_timeout(exc: BaseException) -> bool:

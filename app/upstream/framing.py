@@ -11,6 +11,15 @@ class TruncatedFrameError(ValueError):
 def iter_frames(chunks: Iterable[bytes]) -> Iterator[bytes]:
     """Yield each non-empty NUL-terminated frame, whatever the chunk boundaries.
 
+    Raises TruncatedFrameError when non-blank bytes follow the last NUL at the end of the stream.
+    """
+    for batch in iter_frame_batches(chunks):
+        yield from batch
+
+
+def iter_frame_batches(chunks: Iterable[bytes]) -> Iterator[list[bytes]]:
+    """Yield, for each chunk that completes frames, the non-empty frames it completes.
+
     Pending pieces are joined only when their frame completes, so the work is linear in the bytes received.
     Raises TruncatedFrameError when non-blank bytes follow the last NUL at the end of the stream.
     """
@@ -22,13 +31,11 @@ def iter_frames(chunks: Iterable[bytes]) -> Iterator[bytes]:
             continue
         parts = chunk.split(b"\0")
         pending.append(parts[0])
-        first = b"".join(pending)
-        if first:
-            yield first
-        for part in parts[1:-1]:
-            if part:
-                yield part
-        pending = [parts[-1]] if parts[-1] else []
+        parts[0] = b"".join(pending)
+        pending = [parts.pop()] if parts[-1] else []
+        batch = [part for part in parts if part]
+        if batch:
+            yield batch
     rest = b"".join(pending)
     if rest.strip():
         raise TruncatedFrameError(f"stream ended inside a frame ({len(rest)} bytes after the last NUL)")

@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 PYTEST_ARGS ?=
 
-.PHONY: run test interop demo clean
+.PHONY: run test interop reliability bench demo clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -13,12 +13,25 @@ $(VENV)/.installed-run: setup.cfg pyproject.toml | $(BIN)/python
 	$(BIN)/pip install --quiet --editable '.[tokens]'
 	touch $@
 
+$(VENV)/.installed-bench: setup.cfg pyproject.toml | $(BIN)/python
+	$(BIN)/pip install --quiet --editable '.[tokens,test,bench]'
+	touch $@ $(VENV)/.installed-test $(VENV)/.installed-run
+
 $(VENV)/.installed-test: setup.cfg pyproject.toml | $(BIN)/python
 	$(BIN)/pip install --quiet --editable '.[tokens,test]'
 	touch $@ $(VENV)/.installed-run
 
 run: $(VENV)/.installed-run
 	$(BIN)/gunicorn -c gunicorn.conf.py wsgi:app
+
+# Schema fuzzing, hostile input, fault injection, soak (SOAK_SECONDS, default 120) and security checks against a
+# real stack; writes reports/reliability.json.
+reliability: $(VENV)/.installed-test
+	$(BIN)/python -m pytest tests/reliability $(PYTEST_ARGS)
+
+# Direct workers vs FastChat's openai_api_server vs the gateway, side by side; writes bench/results/.
+bench: $(VENV)/.installed-bench
+	$(BIN)/python bench/benchmark.py $(BENCH_ARGS)
 
 # A local stack with simulated workers and no controller; Ctrl-C stops it. Needs the openai SDK for its example.
 demo: $(VENV)/.installed-test
@@ -27,7 +40,7 @@ demo: $(VENV)/.installed-test
 # Unit tests, then end-to-end tiers 1, 2 and 4 (real gunicorn, FastChat's controller from .venv-fastchat,
 # simulated workers, the openai SDK and LangChain). Tier 3 (a real FastChat model worker) is `make interop`.
 test: $(VENV)/.installed-test
-	$(BIN)/python -m pytest tests --ignore=tests/interop $(PYTEST_ARGS)
+	$(BIN)/python -m pytest tests --ignore=tests/interop --ignore=tests/reliability $(PYTEST_ARGS)
 
 # Tier 3: a real FastChat model worker serving a tiny local model; builds .venv-fastchat-torch (CPU PyTorch).
 interop: $(VENV)/.installed-test

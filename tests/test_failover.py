@@ -3,6 +3,7 @@ import json
 
 import pytest
 import requests
+from urllib3.exceptions import MaxRetryError, ProtocolError
 
 from app import create_app
 from tests.fakes import CONTROLLER, MODEL, text_frames
@@ -78,7 +79,11 @@ def test_attempts_are_bounded(client, cluster, upstream):
     assert unreachable.call_count == 3  # FAILOVER_ATTEMPTS=2 other tries
 
 
-@pytest.mark.parametrize("failure", [requests.ReadTimeout("slow"), requests.exceptions.ChunkedEncodingError("cut")])
+HUNG_UP = requests.ConnectionError(MaxRetryError(None, "/", ProtocolError("Connection aborted.", ConnectionResetError())))
+
+
+@pytest.mark.parametrize("failure", [requests.ReadTimeout("slow"), requests.exceptions.ChunkedEncodingError("cut"),
+                                     HUNG_UP])
 def test_timeouts_and_broken_replies_are_not_retried(client, cluster, upstream, failure):
     cluster.chat_ready()
     generation = upstream.post("http://worker.test/worker_generate", body=failure)

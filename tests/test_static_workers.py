@@ -60,6 +60,18 @@ def test_a_worker_that_does_not_answer_drops_out_until_it_answers(workers, upstr
     assert {workers.get_worker_address("m") for _ in range(4)} == {W1, W2}
 
 
+def test_a_model_whose_workers_are_all_down_is_known_but_unavailable(workers, upstream):
+    status(upstream, W1)
+    status(upstream, W2)
+    workers.poll()
+    workers.report_failure(W1)
+    workers.report_failure(W2)
+    assert workers.has_model("m")  # 503 for the client, not 404: the model exists, its workers are down
+    with pytest.raises(UpstreamError) as raised:
+        workers.get_worker_address("m")
+    assert raised.value.kind == errors.UNAVAILABLE
+
+
 def test_no_live_worker_for_the_model_is_unavailable(workers, upstream):
     status(upstream, W1, ["other"])
     upstream.post(f"{W2}/worker_get_status", status=500)

@@ -1,7 +1,9 @@
+import http.client
+
 import pytest
 import requests
 import responses
-from urllib3.exceptions import MaxRetryError, ReadTimeoutError
+from urllib3.exceptions import MaxRetryError, NewConnectionError, ProtocolError, ReadTimeoutError
 
 from app.upstream import errors
 from app.upstream.client import UpstreamClient
@@ -45,6 +47,10 @@ def test_the_timeout_is_passed_to_requests(client, upstream):
     (requests.ConnectionError(MaxRetryError(None, URL, ReadTimeoutError(None, URL, "read timed out"))),
      errors.TIMEOUT),
     (requests.exceptions.ChunkedEncodingError("broken"), errors.BAD_RESPONSE),
+    # the worker took the request and hung up: it may have started generating, so not "unreachable"
+    (requests.ConnectionError(MaxRetryError(None, URL, ProtocolError(
+        "Connection aborted.", http.client.RemoteDisconnected("closed")))), errors.BAD_RESPONSE),
+    (requests.ConnectionError(MaxRetryError(None, URL, NewConnectionError(None, "refused"))), errors.UNAVAILABLE),
 ])
 def test_transport_failures_become_upstream_errors(client, upstream, exc, kind):
     upstream.post(URL, body=exc)

@@ -11,7 +11,7 @@ from typing import Any
 
 import requests
 from requests.adapters import HTTPAdapter
-from urllib3.exceptions import ReadTimeoutError
+from urllib3.exceptions import ProtocolError, ReadTimeoutError
 from urllib3.util.retry import Retry
 
 from app.upstream.errors import BAD_RESPONSE, TIMEOUT, UNAVAILABLE, UpstreamError
@@ -75,8 +75,14 @@ class UpstreamClient:
         except requests.Timeout:
             raise UpstreamError(TIMEOUT, f"The {upstream} did not answer in time.", upstream=upstream) from None
         except requests.ConnectionError as exc:
-            if _is_read_timeout(exc):
+            reason = _reason(exc)
+            if isinstance(reason, ReadTimeoutError):
                 raise UpstreamError(TIMEOUT, f"The {upstream} did not answer in time.", upstream=upstream) from None
+            if isinstance(reason, ProtocolError):
+                # The request reached it and it hung up: it may have started the work, so this is no
+                # "unreachable" (which failover retries elsewhere) but a broken reply.
+                raise UpstreamError(BAD_RESPONSE, f"The {upstream} closed the connection without answering.",
+                                    upstream=upstream) from None
             raise UpstreamError(UNAVAILABLE, f"The {upstream} could not be reached.", upstream=upstream) from None
         except requests.RequestException as exc:
             raise UpstreamError(BAD_RESPONSE, f"The {upstream} request failed: {type(exc).__name__}.",
@@ -107,7 +113,7 @@ class FrameStream:
                         raise _not_an_object(self._upstream)
                 yield _decode_frame(batch[-1], self._upstream)
         except requests.ConnectionError as exc:
-            if _is_read_timeout(exc):
+            if isinstance(_reason(exc), ReadTimeoutError):
                 raise UpstreamError(TIMEOUT, f"The {self._upstream} stopped sending in time.",
                                     upstream=self._upstream) from None
             raise self._broken() from None
@@ -145,8 +151,8 @@ def _not_an_object(upstream: str) -> UpstreamError:
                          upstream=upstream)
 
 
-def _is_read_timeout(exc: BaseException) -> bool:
-    # requests reports some read timeouts as ConnectionError: inside a streamed body as
-    # ConnectionError(ReadTimeoutError), and with a urllib3 Retry as ConnectionError(MaxRetryError(reason=...)).
-    return any(isinstance(arg, ReadTimeoutError) or isinstance(getattr(arg, "reason", None), ReadTimeoutError)
-               for arg in exc.args)
+def _reason(exc: requests.ConnectionError) -> BaseException | None:
+    """The urllib3 error behind a requests ConnectionError: requests wraps it directly inside a streamed body,
+    and as MaxRetryError(reason=...) when a urllib3 Retry gave up."""
+    cause = exc.args[0] if exc.args else None
+    return getattr(cause, "reason", None) or cause

@@ -38,6 +38,7 @@ class StaticWorkers:
         self._interval = interval
         self._clock = clock
         self._live: dict[str, _Status] = {}
+        self._known_models: set[str] = set()  # every model a worker has served: down for now is 503, not 404
         self._lock = threading.Lock()
         self._poller: threading.Thread | None = None
         self._first_poll = threading.Event()
@@ -49,9 +50,11 @@ class StaticWorkers:
             return sorted({model for status in self._live.values() for model in status.models})
 
     def has_model(self, model: str) -> bool:
+        """Whether some configured worker serves (or served) `model`; whether one is up now is for
+        get_worker_address to say."""
         self._start()
         with self._lock:
-            return any(model in status.models for status in self._live.values())
+            return model in self._known_models
 
     def get_worker_address(self, model: str) -> str:
         """The live worker for `model` with the shortest queue. Raises UpstreamError(unavailable) if none."""
@@ -88,6 +91,8 @@ class StaticWorkers:
                 live[address] = status
         with self._lock:
             self._live = live
+            for status in live.values():
+                self._known_models |= status.models
 
     def _read_status(self, address: str) -> _Status | None:
         try:

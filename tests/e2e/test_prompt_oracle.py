@@ -1,31 +1,14 @@
 """Our prompt rendering against FastChat's own (fschat 0.2.36, from .venv-fastchat) for every template it
 registers, as a 0.2.36 worker would send it, with single-turn, multi-turn and system-message conversations."""
-import json
-import subprocess
-from pathlib import Path
-
 import pytest
 
 from app.serving.prompt import Template, build_prompt, detect_numbering
-
-CONVERSATIONS = {
-    "single-turn": [{"role": "user", "content": "Hi"}],
-    "multi-turn": [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello!"},
-                   {"role": "user", "content": "How are you?"}],
-    "system": [{"role": "system", "content": "You are X."}, {"role": "user", "content": "Hi"},
-               {"role": "assistant", "content": "Hello!"}, {"role": "user", "content": "How are you?"}],
-}
-ORACLE = Path(__file__).with_name("fastchat_oracle.py")
+from oracle import CONVERSATIONS, fastchat_renderings
 
 
 @pytest.fixture(scope="module")
-def oracle(fastchat_venv, tmp_path_factory):
-    conversations = tmp_path_factory.mktemp("oracle") / "conversations.json"
-    conversations.write_text(json.dumps(CONVERSATIONS))
-    result = subprocess.run([str(fastchat_venv / "bin" / "python"), str(ORACLE), str(conversations)],
-                            capture_output=True, text=True, timeout=120, check=False)
-    assert result.returncode == 0, result.stderr[-2000:]
-    return {entry["name"]: entry for entry in json.loads(result.stdout)}
+def oracle(fastchat_venv):
+    return fastchat_renderings(fastchat_venv)
 
 
 def test_the_oracle_covers_the_0_2_36_registry(oracle):

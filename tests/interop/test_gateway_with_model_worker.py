@@ -2,25 +2,13 @@
 real FastChat controller, reached through the gateway under gunicorn with the official openai SDK."""
 from __future__ import annotations
 
-import json
-import subprocess
-from pathlib import Path
-
 import openai
 import pytest
 import requests
 
 from app.serving.prompt import Template, build_prompt
+from oracle import CONVERSATIONS, fastchat_renderings
 from stack import Gateway
-
-ORACLE = Path(__file__).resolve().parents[1] / "e2e" / "fastchat_oracle.py"
-CONVERSATIONS = {
-    "single-turn": [{"role": "user", "content": "Hi"}],
-    "multi-turn": [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello!"},
-                   {"role": "user", "content": "How are you?"}],
-    "system": [{"role": "system", "content": "You are X."}, {"role": "user", "content": "Hi"},
-               {"role": "assistant", "content": "Hello!"}, {"role": "user", "content": "How are you?"}],
-}
 
 
 @pytest.fixture(scope="module")
@@ -39,14 +27,9 @@ def sdk(gateway):
 
 
 @pytest.fixture(scope="module")
-def fastchat_prompts(fastchat_model_worker_venv, tmp_path_factory) -> dict:
+def fastchat_prompts(fastchat_model_worker_venv) -> dict:
     """What FastChat's own code renders for CONVERSATIONS with the vicuna_v1.1 template."""
-    path = tmp_path_factory.mktemp("oracle") / "conversations.json"
-    path.write_text(json.dumps(CONVERSATIONS))
-    result = subprocess.run([str(fastchat_model_worker_venv / "bin" / "python"), str(ORACLE), str(path)],
-                            capture_output=True, text=True, timeout=120, check=False)
-    assert result.returncode == 0, result.stderr[-2000:]
-    return next(entry for entry in json.loads(result.stdout) if entry["name"] == "vicuna_v1.1")["prompts"]
+    return fastchat_renderings(fastchat_model_worker_venv)["vicuna_v1.1"]["prompts"]
 
 
 def test_the_gateway_renders_the_real_workers_template_as_fastchat_does(tiny_model_worker, fastchat_prompts):

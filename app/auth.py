@@ -23,10 +23,16 @@ def init_app(app: Flask) -> None:
     app.before_request(require_api_key)
 
 
+def _is_cors_preflight() -> bool:
+    # Browsers never send credentials on a preflight; only with CORS on is it answered without a key.
+    return (request.method == "OPTIONS" and bool(current_app.config["CORS_ALLOWED_ORIGINS"])
+            and "Origin" in request.headers and "Access-Control-Request-Method" in request.headers)
+
+
 def require_api_key() -> None:
     """Raise 401 unless the request carries one of the configured keys; a no-op when no keys are configured."""
     digests = current_app.extensions["api_key_digests"]
-    if not digests or request.endpoint in PUBLIC_ENDPOINTS or request.method == "OPTIONS":
+    if not digests or request.endpoint in PUBLIC_ENDPOINTS or _is_cors_preflight():
         return
     scheme, _, token = request.headers.get("Authorization", "").partition(" ")
     offered = _digest(token.strip())

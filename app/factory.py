@@ -23,6 +23,8 @@ def create_app(test_config: Mapping[str, Any] | None = None, environ: Mapping[st
     Raises app.config.ConfigError naming the first invalid setting.
     """
     app = Flask(__name__)
+    # "//" in a path is a 404 like any unknown path, not an HTML redirect built from the client's Host header.
+    app.url_map.merge_slashes = False
     app.config.from_mapping(load_config(environ, test_config))
     app.config["MAX_CONTENT_LENGTH"] = app.config["MAX_REQUEST_BODY_BYTES"]  # larger bodies: 413
     app.json.compact = True

@@ -64,10 +64,17 @@ class RequestRecord:
         access_log.info(
             "request_id=%s remote=%s method=%s route=%s model=%s status=%s stream=%s duration_ms=%.1f ttft_ms=%s "
             "prompt_tokens=%s completion_tokens=%s%s", self.request_id, self.remote or "-", self.method, self.route,
-            self.model or "-", status, str(self.stream).lower(), duration * 1000, ttft,
+            _printable(self.model) if self.model else "-", status, str(self.stream).lower(), duration * 1000, ttft,
             prompt_tokens if prompt_tokens is not None else "-",
             completion_tokens if completion_tokens is not None else "-",
             f" stream_error={self.stream_error}" if self.stream_error else "")
+
+
+def _printable(value: str, limit: int = 128) -> str:
+    """A client's string made safe for a log line: no newlines or other control characters (no forged lines),
+    no spaces (one field), bounded length."""
+    escaped = value[:limit].encode("unicode_escape").decode("ascii").replace(" ", "\\x20")
+    return escaped + ("..." if len(value) > limit else "")
 
 
 def init_app(app: Flask) -> None:

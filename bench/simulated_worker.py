@@ -632,8 +632,8 @@ class HTTPConnection(asyncio.Protocol):
         self._finish_response()
 
     def send_json(self, obj, status: int = 200) -> None:
-        self.send(status, json.dumps(obj, ensure_ascii=False, separators=(",", ":"))
-                  .encode("utf-8"))
+        # ASCII escapes: a payload logged with a lone surrogate must not break /sim/stats
+        self.send(status, json.dumps(obj, separators=(",", ":")).encode("ascii"))
 
     def fail(self, status: int = 500) -> None:
         self.send(status, REASONS[status].encode(), b"text/plain; charset=utf-8")

@@ -188,3 +188,36 @@ class TestCors:
         assert "POST" in preflight.headers["Access-Control-Allow-Methods"]
         other = client.get("/health", headers={"Origin": "http://evil.example"})
         assert "Access-Control-Allow-Origin" not in other.headers
+
+
+class TestHardening:
+    @pytest.mark.parametrize("value", [1, 0, 1.0])
+    def test_booleans_must_be_json_booleans(self, client, value):
+        response = chat(client, stream=value)
+        assert response.status_code == 400 and response.get_json()["error"]["param"] == "stream"
+
+    def test_a_model_name_cannot_forge_log_lines(self, client, cluster, caplog):
+        cluster.serves(MODEL)
+        with caplog.at_level(logging.INFO, logger="app.access"):
+            client.post("/v1/chat/completions", json={"model": "x\nFORGED status=200 " + "y" * 500, "messages": "hi"})
+        lines = [r.getMessage() for r in caplog.records if r.name == "app.access"]
+        assert len(lines) == 1 and "\n" not in lines[0] and len(lines[0]) < 600
+        assert "model=x\\nFORGED\\x20status=200" in lines[0]
+
+    def test_double_slashes_are_a_json_404_not_a_redirect(self, client):
+        response = client.get("/v1/models//etc/passwd", headers={"Host": "evil.example"})
+        assert response.status_code == 404 and response.is_json and "Location" not in response.headers
+
+    def test_options_needs_the_key_unless_it_is_a_cors_preflight(self, config):
+        app = create_app({**config, "API_KEYS": ("k",)}, environ={})
+        assert app.test_client().options("/v1/models").status_code == 401
+
+    def test_completions_cannot_fan_out_beyond_max_n(self, client):
+        response = client.post("/v1/completions", json={"model": MODEL, "prompt": ["a"] * 64, "n": 4})
+        assert response.status_code == 400 and response.get_json()["error"]["param"] == "n"
+
+    def test_upstream_redirects_are_not_followed(self, client, cluster, upstream):
+        cluster.chat_ready()
+        upstream.post("http://worker.test/worker_generate", status=307,
+                      headers={"Location": "http://elsewhere.test/worker_generate"})
+        assert chat(client).status_code == 502

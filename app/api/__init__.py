@@ -7,6 +7,7 @@ from collections.abc import Callable, Iterator
 
 from flask import Flask, Response, current_app, jsonify, request
 from marshmallow import Schema, ValidationError
+from werkzeug.exceptions import RequestEntityTooLarge
 
 from app.errors import from_validation, invalid_request
 from app.schemas.chat import ChatCompletionRequestSchema, FastChatChatCompletionRequestSchema
@@ -61,9 +62,13 @@ def reply(params: dict, create: Callable[[dict, Cluster], dict],
 def load_body(schema_name: str) -> dict:
     """The request's JSON body loaded through the named schema. Raises ApiError (400/415) on any problem."""
     schema: Schema = current_app.extensions["schemas"][schema_name]
+    body = request.get_data(cache=False)
+    if request.content_length is None and len(body) >= current_app.config["MAX_CONTENT_LENGTH"]:
+        # A chunked body is cut at the limit by werkzeug rather than refused: refuse it here.
+        raise RequestEntityTooLarge()
     # The body is parsed as JSON whatever the Content-Type says: `curl -d` sends form-urlencoded by default.
     try:
-        data = json.loads(request.get_data(cache=False))
+        data = json.loads(body)
     except (ValueError, RecursionError):
         hint = "" if request.mimetype in ("", "application/json") else \
             f" (it was sent as {request.mimetype}; send application/json)"

@@ -53,8 +53,16 @@ class CompletionRequestSchema(SamplingRequestSchema):
     suffix = fields.String(allow_none=True, validate=accept_only(
         lambda v: v == "", "suffix (insertion) is not supported by FastChat workers."))
 
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self._max_choices = self.fields["n"].validators[0].max
+
     @validates_schema
     def _check_completion_combinations(self, data, **kwargs):
+        choices = len(data.get("prompt") or ()) * (data.get("n") or 1)
+        if choices > self._max_choices:  # one small request must not fan out into thousands of generations
+            raise ValidationError(RangeMessage(f"prompts x n must be at most {self._max_choices}; got {choices}."),
+                                  "n")
         if data.get("best_of") is not None and data["best_of"] < (data.get("n") or 1):
             raise ValidationError(RangeMessage("best_of must be greater than or equal to n."), "best_of")
         if data.get("stream") and (data.get("best_of") or 1) > 1:

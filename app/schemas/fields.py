@@ -48,9 +48,17 @@ class StrictFloat(fields.Float):
         return super()._deserialize(value, attr, data, **kwargs)
 
 
+class StrictBoolean(fields.Boolean):
+    """JSON true/false only: marshmallow would also take "yes", "on", 1 (and 1 == True in Python)."""
+
+    def _deserialize(self, value, attr, data, **kwargs):
+        if not isinstance(value, bool):
+            raise self.make_error("invalid")
+        return value
+
+
 def strict_boolean(**kwargs) -> fields.Boolean:
-    """JSON true/false only: marshmallow would also take "yes", "on", 1..."""
-    return fields.Boolean(truthy={True}, falsy={False}, **kwargs)
+    return StrictBoolean(**kwargs)
 
 
 class InRange(validate.Range):

@@ -68,7 +68,8 @@ class UpstreamClient:
         request.prepare(method="POST", url=url, headers=_HEADERS,
                         data=None if payload is None else json.dumps(payload, separators=(",", ":")).encode())
         try:
-            response = self.session().send(request, timeout=timeout, stream=stream)
+            # No redirects: a prompt goes only to the address the controller or the configuration named.
+            response = self.session().send(request, timeout=timeout, stream=stream, allow_redirects=False)
         except requests.ConnectTimeout:
             raise UpstreamError(UNAVAILABLE, f"The {upstream} did not accept a connection in time.",
                                 upstream=upstream) from None

@@ -2,7 +2,7 @@
 import pytest
 
 from app.upstream.errors import UpstreamError
-from tests.fakes import CONTROLLER, MODEL
+from tests.fakes import MODEL
 
 CHAT = "/v1/chat/completions"
 
@@ -69,7 +69,7 @@ def test_uncaught_exception_is_500_envelope_without_details(app, client, monkeyp
 
     monkeypatch.setattr("app.serving.chat.create_chat_completion", boom)
     response = client.post(CHAT, json={"model": MODEL, "messages": "hi"})
-    body = assert_envelope(response, 500, "server_error", fastchat_code=50001)
+    assert_envelope(response, 500, "server_error", fastchat_code=50001)
     assert "secret" not in response.get_data(as_text=True)
     assert "Traceback" not in response.get_data(as_text=True)
     assert "secret internals" in caplog.text
@@ -112,7 +112,7 @@ class TestFastChatStatusMode:
     def test_handled_errors_are_400(self, client, cluster):
         cluster.serves("other")
         response = client.post(CHAT, json={"model": "nope", "messages": "hi"}, headers={"Authorization": "Bearer k"})
-        body = assert_envelope(response, 400, "invalid_request_error", code="model_not_found", param="model",
+        assert_envelope(response, 400, "invalid_request_error", code="model_not_found", param="model",
                                fastchat_code=40301)
 
     def test_auth_keeps_401(self, client):

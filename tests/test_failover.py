@@ -77,6 +77,7 @@ def test_attempts_are_bounded(client, cluster, upstream):
     response = chat(client)
     assert response.status_code == 503
     assert unreachable.call_count == 3  # FAILOVER_ATTEMPTS=2 other tries
+    assert len(picks) >= 3  # the controller was asked again each time
 
 
 HUNG_UP = requests.ConnectionError(MaxRetryError(None, "/", ProtocolError("Connection aborted.", ConnectionResetError())))

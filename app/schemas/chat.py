@@ -36,7 +36,8 @@ class MessageContent(fields.Field):
             if kind == "text" and isinstance(part.get("text"), str):
                 texts.append(part["text"])
             elif kind in ("image_url", "input_audio", "file"):
-                raise ValidationError({index: [UnsupportedMessage(f"Content parts of type '{kind}' are not supported.")]})
+                message = UnsupportedMessage(f"Content parts of type '{kind}' are not supported.")
+                raise ValidationError({index: [message]})
             else:
                 raise ValidationError({index: ["Must be a content part such as {\"type\": \"text\", \"text\": ...}."]})
         # FastChat joins the text parts of one message with newlines.

@@ -1,6 +1,5 @@
 """Two workers for one model, one killed: new requests keep succeeding, with and without a controller."""
 import openai
-import pytest
 
 from stack import Gateway, SimulatedWorker, wait_registered
 

@@ -530,7 +530,7 @@ def _ssrf_probes(port: int) -> list[tuple[str, str, dict, dict, bool]]:
     """(name, path, body, extra headers, counts as one generation when accepted)."""
     here = f"127.0.0.1:{port}"
     urls = [f"http://{here}/x", f"http://{here}", f"//{here}/x", here, f"http://{MODEL}@{here}/",
-            f"{MODEL}@{here}", f"@{here}", f"http://localhost:{port}/worker_generate", f"file:///etc/passwd",
+            f"{MODEL}@{here}", f"@{here}", f"http://localhost:{port}/worker_generate", "file:///etc/passwd",
             f"http://[::ffff:127.0.0.1]:{port}/", f"http://0x7f000001:{port}/", f"gopher://{here}/_x"]
     msg = [{"role": "user", "content": "hi"}]
     probes = []
@@ -571,7 +571,7 @@ def _ssrf_probes(port: int) -> list[tuple[str, str, dict, dict, bool]]:
         probes.append((f"headers-{name}", "/v1/chat/completions", {"model": MODEL, "messages": msg}, headers, True))
         probes.append((f"headers-{name}-stream", "/v1/chat/completions",
                        {"model": MODEL, "messages": msg, "stream": True}, headers, True))
-    probes.append((f"engines-path-url", f"/v1/engines/{quote(f'http://{here}/x', safe='')}/embeddings",
+    probes.append(("engines-path-url", f"/v1/engines/{quote(f'http://{here}/x', safe='')}/embeddings",
                    {"input": "hi"}, {}, False))
     return probes
 

@@ -127,6 +127,20 @@ class Proc:
             return None
         return None
 
+    def tree_rss_kib(self) -> int:
+        """Resident set size of the process and all its descendants (a gunicorn master and its workers), KiB."""
+        total, pids = 0, [self.pid]
+        while pids:
+            pid = pids.pop()
+            try:
+                status = Path(f"/proc/{pid}/status").read_text()
+                total += int(next(line.split()[1] for line in status.splitlines() if line.startswith("VmRSS:")))
+                for task in Path(f"/proc/{pid}/task").iterdir():
+                    pids += [int(child) for child in (task / "children").read_text().split()]
+            except (OSError, StopIteration):
+                continue
+        return total
+
     def _fail(self, msg: str) -> ProcError:
         return ProcError(
             f"{self.name} (pid {self.pid}): {msg}\n"

@@ -14,12 +14,10 @@ from __future__ import annotations
 
 import http.client
 import json
-import re
 import socket
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from pathlib import Path
 from urllib.parse import urlsplit
 
 import pytest
@@ -465,20 +463,6 @@ def assert_error_body(status: int, headers: dict, body: bytes, *, param=ANY, cod
     return data
 
 
-def rss_kib(proc) -> int:
-    """RSS of a process and its descendants (the gunicorn master and its workers), KiB."""
-    total, pids = 0, [proc.pid]
-    while pids:
-        pid = pids.pop()
-        try:
-            total += int(re.search(r"VmRSS:\s+(\d+)", Path(f"/proc/{pid}/status").read_text()).group(1))
-            for task in Path(f"/proc/{pid}/task").iterdir():
-                pids += [int(child) for child in (task / "children").read_text().split()]
-        except (OSError, AttributeError):
-            continue
-    return total
-
-
 def _still_serving(gateway) -> None:
     resp = requests.get(f"{gateway.url}/health", timeout=10)
     COUNTS["health_checks"] += 1
@@ -499,7 +483,7 @@ def _record(status: int) -> None:
 def _write_counts(report, gateway, sim_worker):
     yield
     sim_stats(sim_worker)  # leave the worker's stats readable for the modules that follow
-    report.add("hostile_input", **COUNTS, gateway_rss_kib=rss_kib(gateway.proc))
+    report.add("hostile_input", **COUNTS, gateway_rss_kib=gateway.proc.tree_rss_kib())
 
 
 @pytest.mark.parametrize("case", CASES + WRONG_TYPES, ids=lambda c: c.id)

@@ -25,10 +25,8 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import time
 from collections import Counter
-from pathlib import Path
 
 import jsonschema
 import pytest
@@ -63,20 +61,6 @@ TOTALS: Counter = Counter()
 STATUSES: Counter = Counter()
 
 
-def rss_kib(proc) -> int:
-    """RSS of a process and its descendants (the gunicorn master and its workers), KiB."""
-    total, pids = 0, [proc.pid]
-    while pids:
-        pid = pids.pop()
-        try:
-            total += int(re.search(r"VmRSS:\s+(\d+)", Path(f"/proc/{pid}/status").read_text()).group(1))
-            for task in Path(f"/proc/{pid}/task").iterdir():
-                pids += [int(child) for child in (task / "children").read_text().split()]
-        except (OSError, AttributeError):
-            continue
-    return total
-
-
 @pytest.fixture(scope="module")
 def api_schema(gateway):
     config = schemathesis.Config.from_dict({
@@ -100,7 +84,7 @@ def _write_report(report, gateway, sim_worker):
     yield
     report.add("schema_fuzz", operations=len(FUZZED), seed=SEED, max_examples=MAX_EXAMPLES,
                schemathesis=schemathesis.__version__, statuses={str(k): v for k, v in sorted(STATUSES.items())},
-               gateway_rss_kib=rss_kib(gateway.proc), **TOTALS)
+               gateway_rss_kib=gateway.proc.tree_rss_kib(), **TOTALS)
     # Hypothesis sends lone surrogates: the simulated worker's /sim/stats cannot encode them once logged (it
     # answers 500); reset its stats then, so modules that follow can read them.
     try:

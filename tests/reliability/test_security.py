@@ -25,7 +25,6 @@ import socket
 import threading
 import time
 import uuid
-from pathlib import Path
 from urllib.parse import quote, urlsplit
 
 import pytest
@@ -51,24 +50,10 @@ def _key(auth: dict) -> str:
     return auth["Authorization"].split(" ", 1)[1]
 
 
-def rss_kib(proc) -> int:
-    """RSS of a process and its descendants (the gunicorn master and its workers), KiB."""
-    total, pids = 0, [proc.pid]
-    while pids:
-        pid = pids.pop()
-        try:
-            total += int(re.search(r"VmRSS:\s+(\d+)", Path(f"/proc/{pid}/status").read_text()).group(1))
-            for task in Path(f"/proc/{pid}/task").iterdir():
-                pids += [int(child) for child in (task / "children").read_text().split()]
-        except (OSError, AttributeError):
-            continue
-    return total
-
-
 @pytest.fixture(scope="module", autouse=True)
 def _write_counts(report, gateway, sim_worker):
     yield
-    report.add("security", **COUNTS, gateway_rss_kib=rss_kib(gateway.proc))
+    report.add("security", **COUNTS, gateway_rss_kib=gateway.proc.tree_rss_kib())
 
 
 def assert_error(resp: requests.Response | tuple, status: int, code=..., fastchat=...) -> dict:

@@ -2,7 +2,13 @@ import json
 
 import pytest
 
-from app.upstream.framing import TruncatedFrameError, iter_frames
+from app.upstream.framing import TruncatedFrameError, iter_frame_batches
+
+
+def iter_frames(chunks):
+    """Every frame, whatever batch a chunk completed it in."""
+    for batch in iter_frame_batches(chunks):
+        yield from batch
 
 BODY = b'{"text": "He", "error_code": 0}\0{"text": "Hello", "error_code": 0}\0{"text": "Hello!", "error_code": 0}\0'
 
@@ -53,3 +59,7 @@ def test_frames_are_yielded_as_soon_as_complete():
     assert next(frames) == b'{"a": 1}'
     assert seen == []
     assert next(frames) == b'{"b": 2}'
+
+
+def test_frames_completed_by_one_chunk_come_as_one_batch():
+    assert list(iter_frame_batches([b"a\0b", b"c\0d\0", b"e"[:0]])) == [[b"a"], [b"bc", b"d"]]

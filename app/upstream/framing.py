@@ -8,15 +8,6 @@ class TruncatedFrameError(ValueError):
     """The stream ended inside a frame (bytes after the last NUL)."""
 
 
-def iter_frames(chunks: Iterable[bytes]) -> Iterator[bytes]:
-    """Yield each non-empty NUL-terminated frame, whatever the chunk boundaries.
-
-    Raises TruncatedFrameError when non-blank bytes follow the last NUL at the end of the stream.
-    """
-    for batch in iter_frame_batches(chunks):
-        yield from batch
-
-
 def iter_frame_batches(chunks: Iterable[bytes]) -> Iterator[list[bytes]]:
     """Yield, for each chunk that completes frames, the non-empty frames it completes.
 

@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import logging
 import threading
-import time
-from collections.abc import Callable
 from dataclasses import dataclass
 
 from app.upstream.client import Timeout, UpstreamClient
@@ -30,13 +28,11 @@ class _Status:
 class StaticWorkers:
     """Same interface as Controller (list_models, has_model, get_worker_address), for a fixed worker list."""
 
-    def __init__(self, client: UpstreamClient, addresses: tuple[str, ...], *, timeout: Timeout, interval: float,
-                 clock: Callable[[], float] = time.monotonic):
+    def __init__(self, client: UpstreamClient, addresses: tuple[str, ...], *, timeout: Timeout, interval: float):
         self._client = client
         self.addresses = addresses
         self._timeout = timeout
         self._interval = interval
-        self._clock = clock
         self._live: dict[str, _Status] = {}
         self._known_models: set[str] = set()  # every model a worker has served: down for now is 503, not 404
         self._lock = threading.Lock()

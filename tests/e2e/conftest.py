@@ -37,26 +37,14 @@ def run_dir(tmp_path_factory) -> Path:
 def fastchat_venv() -> Path:
     """Path of the FastChat (controller + API server) virtualenv, made if needed."""
     path = Path(os.environ.get("FASTCHAT_VENV") or procs.REPO_ROOT / ".venv-fastchat")
-    try:
-        procs.ensure_fastchat_venv("controller", path)
-    except procs.PrerequisiteMissing as exc:
-        problem = str(exc)
-    else:
-        return path
-    pytest.fail(problem, pytrace=False)  # outside `except`: no chained traceback
+    procs.require(procs.ensure_fastchat_venv, "controller", path)
+    return path
 
 
 @pytest.fixture(scope="session")
 def fastchat_controller(fastchat_venv, run_dir):
     """A real FastChat controller: ``.address`` (http://127.0.0.1:PORT), ``.proc``."""
-    try:
-        ctl = procs.FastChatController(fastchat_venv / "bin" / "python", run_dir)
-    except procs.ProcError as exc:
-        problem = str(exc)
-    else:
-        problem = None
-    if problem:
-        pytest.fail(problem, pytrace=False)
+    ctl = procs.require(procs.FastChatController, fastchat_venv / "bin" / "python", run_dir)
     try:
         yield ctl
     finally:

@@ -244,6 +244,18 @@ class PrerequisiteMissing(ProcError):
     """A FastChat virtualenv could not be made; the message says why."""
 
 
+def require(start: Callable, *args, **kwargs):
+    """start(*args, **kwargs), or fail the test tier with the reason (a missing prerequisite, a process that
+    would not start): never a silent skip, and no chained traceback hiding the message."""
+    import pytest
+
+    try:
+        return start(*args, **kwargs)
+    except ProcError as exc:
+        problem = str(exc)
+    pytest.fail(problem, pytrace=False)
+
+
 def ensure_fastchat_venv(mode: str, path: str | os.PathLike, timeout: float = 1200) -> Path:
     """Run ``fastchat_venv.sh MODE PATH`` (instant when its stamp is current).
 

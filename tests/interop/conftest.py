@@ -36,10 +36,6 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(pytest.mark.e2e)
 
 
-def _fail(problem: str):
-    pytest.fail(problem, pytrace=False)
-
-
 @pytest.fixture(scope="session")
 def run_dir(tmp_path_factory) -> Path:
     """A directory for the logs of every process this session starts."""
@@ -50,13 +46,8 @@ def run_dir(tmp_path_factory) -> Path:
 def fastchat_model_worker_venv() -> Path:
     """Path of the FastChat virtualenv with CPU torch + transformers, made if needed."""
     path = Path(os.environ.get("FASTCHAT_TORCH_VENV") or procs.REPO_ROOT / ".venv-fastchat-torch")
-    try:
-        procs.ensure_fastchat_venv("model-worker", path)
-    except procs.PrerequisiteMissing as exc:
-        problem = str(exc)
-    else:
-        return path
-    _fail(problem)
+    procs.require(procs.ensure_fastchat_venv, "model-worker", path)
+    return path
 
 
 @pytest.fixture(scope="session")
@@ -69,8 +60,8 @@ def tiny_model_path(fastchat_model_worker_venv, tmp_path_factory, run_dir) -> Pa
         env=procs.fastchat_env(run_dir),
     )
     if res.returncode != 0:
-        _fail(f"building the tiny model failed (exit {res.returncode}):\n"
-              + "\n".join((res.stdout + res.stderr).splitlines()[-40:]))
+        pytest.fail(f"building the tiny model failed (exit {res.returncode}):\n"
+                    + "\n".join((res.stdout + res.stderr).splitlines()[-40:]), pytrace=False)
     folder = Path(res.stdout.strip().splitlines()[-1])
     assert folder.name == TINY_MODEL_NAME and (folder / "config.json").is_file(), res.stdout
     return folder
@@ -79,16 +70,8 @@ def tiny_model_path(fastchat_model_worker_venv, tmp_path_factory, run_dir) -> Pa
 @pytest.fixture(scope="session")
 def interop_controller(fastchat_model_worker_venv, run_dir):
     """A real FastChat controller (from the torch venv) for the real workers."""
-    try:
-        ctl = procs.FastChatController(
-            fastchat_model_worker_venv / "bin" / "python", run_dir, name="interop-controller"
-        )
-    except procs.ProcError as exc:
-        problem = str(exc)
-    else:
-        problem = None
-    if problem:
-        _fail(problem)
+    ctl = procs.require(procs.FastChatController, fastchat_model_worker_venv / "bin" / "python", run_dir,
+                        name="interop-controller")
     try:
         yield ctl
     finally:
@@ -100,17 +83,8 @@ def tiny_model_worker(fastchat_model_worker_venv, tiny_model_path, interop_contr
     """A real ``fastchat.serve.model_worker`` serving the tiny model on CPU,
     registered with ``interop_controller``.  Attributes: address, model_name,
     proc, start_seconds, start_rss_kib."""
-    try:
-        worker = procs.FastChatModelWorker(
-            fastchat_model_worker_venv / "bin" / "python", tiny_model_path,
-            interop_controller.address, run_dir, name="tiny-model-worker",
-        )
-    except procs.ProcError as exc:
-        problem = str(exc)
-    else:
-        problem = None
-    if problem:
-        _fail(problem)
+    worker = procs.require(procs.FastChatModelWorker, fastchat_model_worker_venv / "bin" / "python", tiny_model_path,
+                           interop_controller.address, run_dir, name="tiny-model-worker")
     worker.start_rss_kib = worker.proc.rss_kib()
     metrics = {"worker_start_seconds": round(worker.start_seconds, 2),
                "worker_rss_mib_after_start": round((worker.start_rss_kib or 0) / 1024, 1)}

@@ -171,7 +171,7 @@ def build_parser() -> argparse.ArgumentParser:
     gateway.add_argument("--workers", type=_positive_int, default=None,
                          help="gunicorn processes (env WEB_CONCURRENCY; default 2)")
     gateway.add_argument("--threads", type=_positive_int, default=None,
-                         help="threads per process; each open stream holds one (env GUNICORN_THREADS; default 32)")
+                         help="threads per process; each open stream holds one (env GUNICORN_THREADS; default 512)")
     gateway.add_argument("--worker-class", default=None,
                          help="gunicorn worker class: gthread, or gevent if installed "
                               "(env GUNICORN_WORKER_CLASS; default gthread)")

@@ -60,7 +60,7 @@ def reply(params: dict, create: Callable[[dict, Cluster], dict],
 
 
 def load_body(schema_name: str) -> dict:
-    """The request's JSON body loaded through the named schema. Raises ApiError (400/415) on any problem."""
+    """The request's JSON body loaded through the named schema. Raises ApiError (400, 413) on any problem."""
     schema: Schema = current_app.extensions["schemas"][schema_name]
     body = request.get_data(cache=False)
     if request.content_length is None and len(body) >= current_app.config["MAX_CONTENT_LENGTH"]:

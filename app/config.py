@@ -78,6 +78,11 @@ SETTINGS: dict[str, tuple[Callable[[str], Any], Any, str]] = {
         "seconds a worker may stay silent (whole non-streamed generation; gap between streamed frames)"),
     "UPSTREAM_CONNECT_RETRIES": (_number(0, integer=True), 1, "extra tries when a connection is refused"),
     "MODEL_LIST_TTL": (_number(0), 5.0, "seconds the controller's model list is cached"),
+    "WORKER_PICK_INTERVAL": (
+        _number(0), 0.1,
+        "least seconds between controller worker picks per model; requests in between reuse its recent picks "
+        "round-robin (0: ask on every request, like FastChat)"),
+    "WORKER_PICK_TTL": (_number(0, strict=True), 5.0, "seconds a worker the controller named stays in rotation"),
     "WORKER_REFRESH_INTERVAL": (
         _number(0), 60.0, "minimum seconds between /refresh_all_workers calls made by GET /v1/models"),
     "TEMPLATE_CACHE_SIZE": (_number(1, integer=True), 1024, "conversation templates kept per process"),

@@ -55,7 +55,8 @@ def build_cluster(config: Mapping[str, Any]) -> Cluster:
         controller = Controller(
             client, config["CONTROLLER_ADDRESS"],
             timeout=(config["CONTROLLER_CONNECT_TIMEOUT"], config["CONTROLLER_READ_TIMEOUT"]),
-            model_list_ttl=config["MODEL_LIST_TTL"], refresh_interval=config["WORKER_REFRESH_INTERVAL"])
+            model_list_ttl=config["MODEL_LIST_TTL"], refresh_interval=config["WORKER_REFRESH_INTERVAL"],
+            pick_interval=config["WORKER_PICK_INTERVAL"], pick_ttl=config["WORKER_PICK_TTL"])
     workers = Workers(client, timeout=(config["WORKER_CONNECT_TIMEOUT"], config["WORKER_READ_TIMEOUT"]),
                       cache_size=config["TEMPLATE_CACHE_SIZE"])
     return Cluster(controller, workers, ThreadPoolExecutor(max_workers=32, thread_name_prefix="choice"),

@@ -2,6 +2,8 @@ import json
 
 import pytest
 
+from app import create_app
+
 from tests.fakes import CONTROLLER, MODEL, VICUNA, WORKER, frames, text_frames
 
 CHAT = "/v1/chat/completions"
@@ -101,7 +103,18 @@ class TestNonStreaming:
         assert sent["stop"] == ["X", "Z", "</s>"]
         assert sent["stop_token_ids"] == [2, 7]
 
-    def test_warm_request_makes_three_upstream_calls(self, client, cluster, upstream):
+    def test_warm_request_makes_two_upstream_calls(self, client, cluster, upstream):
+        cluster.chat_ready()
+        cluster.generates()
+        chat(client)
+        cluster.counts()
+        cluster.generates()
+        before = len(upstream.calls)
+        assert chat(client).status_code == 200  # the controller's pick is reused within WORKER_PICK_INTERVAL
+        assert [c.request.url for c in upstream.calls[before:]] == [f"{WORKER}/count_token", f"{WORKER}/worker_generate"]
+
+    def test_without_a_pick_interval_every_request_asks_the_controller(self, config, cluster, upstream):
+        client = create_app({**config, "WORKER_PICK_INTERVAL": 0}, environ={}).test_client()
         cluster.chat_ready()
         cluster.generates()
         chat(client)

@@ -5,8 +5,8 @@ TOKEN_CHECK = "/api/v1/token_check"
 
 def test_fits_token_count_and_context(client, cluster):
     cluster.serves(MODEL)  # listed once: the list is cached for MODEL_LIST_TTL
+    cluster.routes()  # picked once: reused within WORKER_PICK_INTERVAL
     for _ in range(2):
-        cluster.routes()
         cluster.counts(4)
     cluster.context(64)  # fetched once per (worker, model)
     body = client.post(TOKEN_CHECK, json={"prompts": [{"model": MODEL, "prompt": "a", "max_tokens": 60},

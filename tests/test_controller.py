@@ -1,4 +1,7 @@
+import json
+
 import pytest
+from responses import matchers
 
 from app.upstream import errors
 from app.upstream.client import UpstreamClient
@@ -92,3 +95,80 @@ def test_invalid_model_list_is_a_bad_response(controller, upstream, reply):
     with pytest.raises(UpstreamError) as raised:
         controller.has_model("a")
     assert raised.value.kind == errors.BAD_RESPONSE
+
+
+@pytest.fixture
+def picking(clock):
+    """A controller that caches worker picks: asks at most every 0.1 s, keeps a named worker for 5 s."""
+    return Controller(UpstreamClient(connect_retries=0), CONTROLLER, timeout=(1, 1), model_list_ttl=5,
+                      refresh_interval=60, pick_interval=0.1, pick_ttl=5, clock=clock)
+
+
+def named_in_turn(upstream, *addresses):
+    """The controller names these workers in turn, the last one repeating; returns the list of asks."""
+    asks = []
+
+    def pick(request):
+        asks.append(request)
+        return 200, {}, json.dumps({"address": addresses[min(len(asks), len(addresses)) - 1]})
+
+    upstream.add_callback("POST", f"{CONTROLLER}/get_worker_address", callback=pick)
+    return asks
+
+
+def test_a_pick_is_reused_within_the_pick_interval(picking, upstream, clock):
+    asks = named_in_turn(upstream, "http://w1", "http://w2")
+    assert [picking.get_worker_address("m") for _ in range(3)] == ["http://w1"] * 3
+    clock.now += 0.1
+    assert picking.get_worker_address("m") == "http://w2"  # the controller's own pick when it is asked
+    assert len(asks) == 2
+
+
+def test_requests_between_picks_rotate_over_the_workers_named_within_the_ttl(picking, upstream, clock):
+    named_in_turn(upstream, "http://w1", "http://w2")
+    picking.get_worker_address("m")
+    clock.now += 0.2
+    picking.get_worker_address("m")
+    assert {picking.get_worker_address("m") for _ in range(4)} == {"http://w1", "http://w2"}
+    clock.now += 4.9  # w1 was named 5.1 s ago, w2 4.9 s ago; the next ask names w2 again
+    assert [picking.get_worker_address("m") for _ in range(3)] == ["http://w2"] * 3
+
+
+def test_a_worker_that_failed_leaves_the_rotation_at_once(picking, upstream, clock):
+    asks = named_in_turn(upstream, "http://w1", "http://w2", "http://w3")
+    upstream.post(f"{CONTROLLER}/refresh_all_workers", json=None)
+    picking.get_worker_address("m")
+    clock.now += 0.2
+    picking.get_worker_address("m")
+    picking.report_failure("http://w1")
+    assert {picking.get_worker_address("m") for _ in range(4)} == {"http://w2"}
+    picking.report_failure("http://w2")
+    assert picking.get_worker_address("m") == "http://w3"  # nothing left to reuse: the controller is asked
+    assert len(asks) == 3
+
+
+def test_no_worker_from_the_controller_drops_the_cached_picks(picking, upstream, clock):
+    named_in_turn(upstream, "http://w1", "")
+    picking.get_worker_address("m")
+    clock.now += 0.2
+    with pytest.raises(UpstreamError):
+        picking.get_worker_address("m")
+    with pytest.raises(UpstreamError) as raised:  # not w1: the controller said the model has no worker
+        picking.get_worker_address("m")
+    assert raised.value.kind == errors.UNAVAILABLE
+
+
+def test_picks_are_cached_per_model(picking, upstream):
+    upstream.post(f"{CONTROLLER}/get_worker_address", json={"address": "http://w1"},
+                  match=[matchers.json_params_matcher({"model": "a"})])
+    upstream.post(f"{CONTROLLER}/get_worker_address", json={"address": "http://w2"},
+                  match=[matchers.json_params_matcher({"model": "b"})])
+    assert [picking.get_worker_address(m) for m in ("a", "b", "a", "b")] == ["http://w1", "http://w2"] * 2
+    assert len(upstream.calls) == 2
+
+
+def test_a_pick_interval_of_zero_asks_every_time(controller, upstream):
+    asks = named_in_turn(upstream, "http://w1")
+    for _ in range(3):
+        controller.get_worker_address("m")
+    assert len(asks) == 3

@@ -57,7 +57,20 @@ def test_a_worker_that_refuses_the_generation_is_replaced(client, cluster, upstr
     assert events[1]["choices"][0]["delta"] == {"content": "ok"}
 
 
-def test_a_recently_failed_worker_is_avoided_by_asking_again(client, cluster, upstream):
+def test_the_next_request_goes_to_the_worker_that_answered(client, cluster, upstream):
+    cluster.serves(MODEL)
+    picks = controller_picks(upstream, DEAD, ALIVE, DEAD)
+    cluster.unreachable(f"{DEAD}/worker_get_conv_template")
+    upstream.post(f"{CONTROLLER}/refresh_all_workers", json=None)
+    alive_worker(cluster)
+    cluster.generates(at=ALIVE)
+    assert chat(client).status_code == 200
+    assert chat(client).status_code == 200  # the cached picks no longer hold DEAD: no round trip
+    assert len(picks) == 2
+
+
+def test_a_recently_failed_worker_is_avoided_by_asking_again(config, cluster, upstream):
+    client = create_app({**config, "WORKER_PICK_INTERVAL": 0}, environ={}).test_client()
     cluster.serves(MODEL)
     picks = controller_picks(upstream, DEAD, ALIVE, DEAD, ALIVE)
     cluster.unreachable(f"{DEAD}/worker_get_conv_template")

@@ -366,9 +366,9 @@ def test_completion_chunks(client, cluster, spec):
 
 @pytest.mark.parametrize("encoding_format", ["float", "base64"])
 def test_embeddings(client, cluster, upstream, spec, encoding_format):
-    cluster.serves(MODEL)  # listed once: the list is cached
+    cluster.serves(MODEL)  # listed and picked once: both are cached
+    cluster.routes()
     for _ in range(2):
-        cluster.routes()
         upstream.post(f"{WORKER}/worker_get_embeddings", json={"embedding": [[0.1, 0.2, 0.3]], "token_num": 1})
     response = client.post("/v1/embeddings", json={"model": MODEL, "input": "a", "encoding_format": encoding_format})
     assert response.status_code == 200

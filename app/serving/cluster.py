@@ -51,10 +51,12 @@ class Cluster:
             try:
                 return attempt(address)
             except UpstreamError as exc:
-                if exc.kind != UNAVAILABLE or exc.upstream != "worker" or not tries_left:
+                if exc.kind != UNAVAILABLE or exc.upstream != "worker":
+                    raise
+                self.controller.report_failure(address)
+                if not tries_left:
                     raise
                 logger.warning("worker %s for %s unreachable; trying another (%s)", address, model, exc.message)
-                self.controller.report_failure(address)
         raise AssertionError("unreachable")  # the loop returns or raises
 
     def template(self, address: str, model: str) -> Template:

@@ -2,6 +2,14 @@
 
 The model list is cached for a short TTL (FastChat asked the controller on every request); /refresh_all_workers,
 which blocks the controller while it polls every worker, runs at most once per interval.
+
+Worker picks are cached too. FastChat's server asks /get_worker_address for every request: a round trip, and on a
+small box the controller's CPU, for an answer that barely changes (its shortest_queue counts picks, so it rotates
+over equally loaded workers, and heartbeats refresh queue lengths only every 45 s). Here the controller is asked at
+most once per pick interval per model; requests in between go round-robin to the workers it named within the pick
+TTL, so every worker it rotates over gets its share. Invalidation: a worker that cannot be reached is dropped at
+once (and cooled down), an empty answer from the controller drops every cached pick of the model, and a pick the
+controller stops repeating ages out after the TTL. A pick interval of 0 asks on every request, as FastChat does.
 """
 from __future__ import annotations
 
@@ -20,7 +28,8 @@ class Controller:
     """Client of one FastChat controller, safe to share between threads."""
 
     def __init__(self, client: UpstreamClient, address: str, *, timeout: Timeout, model_list_ttl: float,
-                 refresh_interval: float, cooldown: float = 10.0, clock: Callable[[], float] = time.monotonic):
+                 refresh_interval: float, pick_interval: float = 0.0, pick_ttl: float = 5.0, cooldown: float = 10.0,
+                 clock: Callable[[], float] = time.monotonic):
         self._client = client
         self.address = address
         self._timeout = timeout
@@ -33,6 +42,10 @@ class Controller:
         self._refresh_lock = threading.Lock()
         self._cooling: dict[str, float] = {}  # worker address -> until when this process avoids it
         self._cooldown = cooldown
+        self._pick_interval = pick_interval
+        self._pick_ttl = pick_ttl
+        self._picks: dict[str, _Picks] = {}  # model -> the workers the controller named for it lately
+        self._picks_lock = threading.Lock()
 
     def list_models(self) -> list[str]:
         """Every model name, sorted, fresh from the controller (after a throttled worker refresh)."""
@@ -46,25 +59,50 @@ class Controller:
         return model in self._fetch_models()
 
     def get_worker_address(self, model: str) -> str:
-        """The address of the worker the controller picks for `model`, avoiding workers that just failed.
+        """The address of a worker for `model`: the controller's own pick when the last one is older than the
+        pick interval, otherwise the next of the workers it named within the pick TTL (round-robin).
 
-        Asking again is how to avoid one: each pick raises that worker's queue count in the controller, so
-        shortest_queue moves on. Raises UpstreamError(unavailable) when the controller has no worker for it.
+        Raises UpstreamError(unavailable) when the controller has no worker for it.
         """
-        for _ in range(3):
-            address = self._pick(model)
-            if self._cooling.get(address, 0) <= self._clock():
-                return address
+        now = self._clock()
+        with self._picks_lock:
+            picks = self._picks.setdefault(model, _Picks())
+            cached = picks.next(now - self._pick_ttl) if now - picks.asked_at < self._pick_interval else None
+            if cached is None:
+                picks.asked_at = now  # the other threads keep using the cached picks meanwhile
+        if cached is not None:
+            return cached
+        try:
+            address = self._ask(model)
+        except UpstreamError as exc:
+            if exc.kind == UNAVAILABLE and exc.upstream == "controller":
+                with self._picks_lock:
+                    picks.named.clear()
+            raise
+        with self._picks_lock:
+            picks.named[address] = self._clock()
         return address
 
     def report_failure(self, address: str) -> None:
         """A worker could not be reached: avoid it for a while, and let the controller purge it (throttled)."""
         self._cooling[address] = self._clock() + self._cooldown
+        with self._picks_lock:
+            for picks in self._picks.values():
+                picks.named.pop(address, None)
         self._refresh_workers()
 
     def ready(self) -> None:
         """Raise UpstreamError unless the controller answers."""
         self._fetch_models()
+
+    def _ask(self, model: str) -> str:
+        # Asking again is how to avoid a worker that just failed: each pick raises that worker's queue count in
+        # the controller, so shortest_queue moves on.
+        for _ in range(3):
+            address = self._pick(model)
+            if self._cooling.get(address, 0) <= self._clock():
+                return address
+        return address
 
     def _pick(self, model: str) -> str:
         reply = self._post("/get_worker_address", {"model": model})
@@ -98,3 +136,20 @@ class Controller:
 
     def _post(self, path: str, payload):
         return self._client.post_json(self.address + path, payload, timeout=self._timeout, upstream="controller")
+
+
+class _Picks:
+    """The workers the controller named for one model, and when; read and changed under the controller's lock."""
+
+    def __init__(self):
+        self.named: dict[str, float] = {}  # address -> when the controller last named it
+        self.asked_at = float("-inf")
+        self._turn = 0
+
+    def next(self, named_since: float) -> str | None:
+        """The next worker named since `named_since`, round-robin; None when there is none."""
+        fresh = [address for address, named_at in self.named.items() if named_at >= named_since]
+        if not fresh:
+            return None
+        self._turn += 1
+        return fresh[self._turn % len(fresh)]

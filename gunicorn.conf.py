@@ -104,3 +104,8 @@ def child_exit(server, worker):
     mark_process_dead does, without importing it (and ssl) into the master before gevent can patch."""
     for path in glob.glob(os.path.join(os.environ["PROMETHEUS_MULTIPROC_DIR"], f"gauge_live*_{worker.pid}.db")):
         os.remove(path)
+
+
+def post_fork(server, worker):  # EXPERIMENT
+    if os.environ.get("SWITCH_INTERVAL"):
+        sys.setswitchinterval(float(os.environ["SWITCH_INTERVAL"]))

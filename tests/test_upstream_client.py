@@ -68,6 +68,22 @@ def test_non_200_is_a_bad_response(client, upstream, status):
     assert raised.value.kind == errors.BAD_RESPONSE
 
 
+class BreaksAfter(OneReadPerFrame):
+    """A reply body that sends its first bytes, then the connection breaks."""
+
+    def read(self, size=-1):
+        if self._frames:
+            return self._frames.pop(0)
+        raise ProtocolError("Connection broken", http.client.IncompleteRead(b""))
+
+
+def test_a_reply_broken_mid_body_is_a_bad_response(client, upstream):
+    upstream.post(URL, body=BreaksAfter(b'{"count":\0'))
+    with pytest.raises(UpstreamError) as raised:
+        post(client)
+    assert raised.value.kind == errors.BAD_RESPONSE
+
+
 def test_reply_that_is_not_json_is_a_bad_response(client, upstream):
     upstream.post(URL, body="<html>")
     with pytest.raises(UpstreamError) as raised:

@@ -36,8 +36,7 @@ class UpstreamClient:
         session = getattr(self._local, "session", None)
         if session is None:
             session = requests.Session()
-            # Controller and workers are internal addresses: no proxy or netrc from the environment applies,
-            # and looking them up costs a scan of os.environ on every call.
+            # Controller and workers are internal addresses: no proxy or netrc from the environment applies.
             session.trust_env = False
             adapter = HTTPAdapter(max_retries=self._retry, pool_maxsize=self._pool_size)
             session.mount("http://", adapter)
@@ -62,14 +61,17 @@ class UpstreamClient:
         return FrameStream(self._post(url, payload, timeout=timeout, upstream=upstream, stream=True), upstream)
 
     def _post(self, url: str, payload: Any, *, timeout: Timeout, upstream: str, stream: bool) -> requests.Response:
-        # Prepared here and handed to Session.send: Session.post's per-call merging of session settings costs
-        # more than a localhost round trip to a worker.
         request = requests.PreparedRequest()
         request.prepare(method="POST", url=url, headers=_HEADERS,
                         data=None if payload is None else json.dumps(payload, separators=(",", ":")).encode())
         try:
-            # No redirects: a prompt goes only to the address the controller or the configuration named.
-            response = self.session().send(request, timeout=timeout, stream=stream, allow_redirects=False)
+            # Straight to the session's transport adapter: Session.send would add settings merging, cookie
+            # persistence, response hooks and redirect handling, none of which applies to these JSON calls (a
+            # prompt goes only to the address the controller or the configuration named, so no redirects), and
+            # together they cost more CPU than a localhost round trip to a worker.
+            response = self.session().get_adapter(url).send(request, stream=stream, timeout=timeout)
+            if not stream:
+                response.content  # the whole body, read here so that its failures are translated below
         except requests.ConnectTimeout:
             raise UpstreamError(UNAVAILABLE, f"The {upstream} did not accept a connection in time.",
                                 upstream=upstream) from None

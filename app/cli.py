@@ -169,7 +169,7 @@ def build_parser() -> argparse.ArgumentParser:
                          help="comma-separated worker URLs: dispatch to them directly, without a controller "
                               "(not with --controller-address)")
     gateway.add_argument("--workers", type=_positive_int, default=None,
-                         help="gunicorn processes (env WEB_CONCURRENCY; default 2)")
+                         help="gunicorn processes (env WEB_CONCURRENCY; default 2 per CPU)")
     gateway.add_argument("--threads", type=_positive_int, default=None,
                          help="threads per process; each open stream holds one (env GUNICORN_THREADS; default 512)")
     gateway.add_argument("--worker-class", default=None,

@@ -12,10 +12,12 @@ from app.errors import as_api_error
 from app.observability import RequestRecord
 
 DONE = b"data: [DONE]\n\n"
+# One encoder for every event: json.dumps with options builds a new one per call, which a chunk cannot afford.
+_JSON = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))
 
 
 def encode_event(data: dict) -> bytes:
-    return b"data: " + json.dumps(data, ensure_ascii=False, separators=(",", ":")).encode() + b"\n\n"
+    return b"data: " + _JSON.encode(data).encode() + b"\n\n"
 
 
 class EventStream:

@@ -19,6 +19,7 @@ from app.upstream.framing import TruncatedFrameError, iter_frame_batches
 
 Timeout = tuple[float, float]  # (connect, read) seconds; read is the longest silence between two bytes
 _HEADERS = {"User-Agent": "fastchat-gateway", "Content-Type": "application/json", "Accept": "*/*"}
+_JSON = json.JSONEncoder(separators=(",", ":"))  # built once: json.dumps with options builds one per call
 
 
 class UpstreamClient:
@@ -63,7 +64,7 @@ class UpstreamClient:
     def _post(self, url: str, payload: Any, *, timeout: Timeout, upstream: str, stream: bool) -> requests.Response:
         request = requests.PreparedRequest()
         request.prepare(method="POST", url=url, headers=_HEADERS,
-                        data=None if payload is None else json.dumps(payload, separators=(",", ":")).encode())
+                        data=None if payload is None else _JSON.encode(payload).encode())
         try:
             # Straight to the session's transport adapter: Session.send would add settings merging, cookie
             # persistence, response hooks and redirect handling, none of which applies to these JSON calls (a

@@ -9,6 +9,8 @@ import shutil
 import sys
 import tempfile
 
+from gunicorn import glogging
+
 
 def _env_int(name: str, default: int, minimum: int = 1) -> int:
     raw = os.environ.get(name, "").strip()
@@ -65,12 +67,22 @@ logconfig_dict = {
     "loggers": {
         "gunicorn.error": {"level": loglevel.upper(), "handlers": ["error_console"], "propagate": False,
                            "qualname": "gunicorn.error"},
-        # With a logconfig_dict gunicorn logs access lines whatever `accesslog` says: silence them here instead.
-        "gunicorn.access": {"level": "INFO" if accesslog else "WARNING", "handlers": ["console"], "propagate": False,
-                            "qualname": "gunicorn.access"},
+        "gunicorn.access": {"level": "INFO", "handlers": ["console"], "propagate": False, "qualname": "gunicorn.access"},
         "app.access": {"level": "INFO", "handlers": ["console"], "propagate": False},
     },
 }
+
+
+class _Logger(glogging.Logger):
+    """gunicorn's logger, building its access line only when GUNICORN_ACCESS_LOG asks for one: with a
+    logconfig_dict, gunicorn would build it for every request (from the environ and headers) only to drop it."""
+
+    def access(self, resp, req, environ, request_time):
+        if accesslog:
+            super().access(resp, req, environ, request_time)
+
+
+logger_class = _Logger
 
 # Prometheus multiprocess mode: every process writes its numbers to this directory and /metrics sums them.
 # It must be set before the workers import the app. Without one given, a temporary one is made and removed.

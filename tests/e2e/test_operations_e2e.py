@@ -46,6 +46,7 @@ def test_metrics_ready_request_ids_header_limits_and_key_file(run_dir, tmp_path)
 
         log = gateway.proc.log_text()
         assert "request_id=r5 " in log and "route=/v1/chat/completions" in log and "sk-from-file" not in log
+        assert '"POST /v1/chat/completions HTTP/1.1"' not in log  # gunicorn's own access line: off by default
         pids = set(re.findall(r"\[(\d+)\] \[INFO\] request_id=r\d+ ", log))
         assert len(pids) == 2, "both gunicorn processes should have served requests"
 

@@ -30,7 +30,8 @@ wsgi_app = "wsgi:app"
 bind = [address.strip() for address in os.environ.get("BIND", "127.0.0.1:8000").split(",") if address.strip()]
 # Two processes per CPU: the work is GIL-bound, and with more, smaller processes no single one runs out of threads
 # for new streams while another has spare ones (processes take connections as they come, not evenly).
-workers = _env_int("WEB_CONCURRENCY", 2 * len(os.sched_getaffinity(0)))
+_cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+workers = _env_int("WEB_CONCURRENCY", 2 * _cpus)
 worker_class = os.environ.get("GUNICORN_WORKER_CLASS", "gthread")
 # Each open stream holds a thread for its whole length, so threads are sized for long generations: on 2 CPUs,
 # 4 x 512 threads hold 1,000 concurrent streams without errors in under 100 MB per process (`make bench`); threads
@@ -119,4 +120,3 @@ def child_exit(server, worker):
     mark_process_dead does, without importing it (and ssl) into the master before gevent can patch."""
     for path in glob.glob(os.path.join(os.environ["PROMETHEUS_MULTIPROC_DIR"], f"gauge_live*_{worker.pid}.db")):
         os.remove(path)
-

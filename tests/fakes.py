@@ -65,6 +65,17 @@ class FakeCluster:
         return self.rsps.post(f"{CONTROLLER}/get_worker_address", json={"address": to},
                               match=[matchers.json_params_matcher({"model": model})])
 
+    def routes_in_turn(self, *addresses: str) -> list[str]:
+        """The controller names these workers in turn, the last one repeating; returns the models asked for."""
+        asked: list[str] = []
+
+        def pick(request):
+            asked.append(json.loads(request.body)["model"])
+            return 200, {}, json.dumps({"address": addresses[min(len(asked), len(addresses)) - 1]})
+
+        self.rsps.add_callback("POST", f"{CONTROLLER}/get_worker_address", callback=pick)
+        return asked
+
     def template(self, conv: dict = VICUNA, at: str = WORKER):
         return self.rsps.post(f"{at}/worker_get_conv_template", json={"conv": conv})
 

@@ -1,5 +1,3 @@
-import json
-
 import pytest
 from responses import matchers
 
@@ -104,28 +102,16 @@ def picking(clock):
                       refresh_interval=60, pick_interval=0.1, pick_ttl=5, clock=clock)
 
 
-def named_in_turn(upstream, *addresses):
-    """The controller names these workers in turn, the last one repeating; returns the list of asks."""
-    asks = []
-
-    def pick(request):
-        asks.append(request)
-        return 200, {}, json.dumps({"address": addresses[min(len(asks), len(addresses)) - 1]})
-
-    upstream.add_callback("POST", f"{CONTROLLER}/get_worker_address", callback=pick)
-    return asks
-
-
-def test_a_pick_is_reused_within_the_pick_interval(picking, upstream, clock):
-    asks = named_in_turn(upstream, "http://w1", "http://w2")
+def test_a_pick_is_reused_within_the_pick_interval(picking, cluster, clock):
+    asks = cluster.routes_in_turn("http://w1", "http://w2")
     assert [picking.get_worker_address("m") for _ in range(3)] == ["http://w1"] * 3
     clock.now += 0.1
     assert picking.get_worker_address("m") == "http://w2"  # the controller's own pick when it is asked
     assert len(asks) == 2
 
 
-def test_requests_between_picks_rotate_over_the_workers_named_within_the_ttl(picking, upstream, clock):
-    named_in_turn(upstream, "http://w1", "http://w2")
+def test_requests_between_picks_rotate_over_the_workers_named_within_the_ttl(picking, cluster, clock):
+    cluster.routes_in_turn("http://w1", "http://w2")
     picking.get_worker_address("m")
     clock.now += 0.2
     picking.get_worker_address("m")
@@ -134,8 +120,8 @@ def test_requests_between_picks_rotate_over_the_workers_named_within_the_ttl(pic
     assert [picking.get_worker_address("m") for _ in range(3)] == ["http://w2"] * 3
 
 
-def test_a_worker_that_failed_leaves_the_rotation_at_once(picking, upstream, clock):
-    asks = named_in_turn(upstream, "http://w1", "http://w2", "http://w3")
+def test_a_worker_that_failed_leaves_the_rotation_at_once(picking, cluster, upstream, clock):
+    asks = cluster.routes_in_turn("http://w1", "http://w2", "http://w3")
     upstream.post(f"{CONTROLLER}/refresh_all_workers", json=None)
     picking.get_worker_address("m")
     clock.now += 0.2
@@ -147,8 +133,8 @@ def test_a_worker_that_failed_leaves_the_rotation_at_once(picking, upstream, clo
     assert len(asks) == 3
 
 
-def test_no_worker_from_the_controller_drops_the_cached_picks(picking, upstream, clock):
-    named_in_turn(upstream, "http://w1", "")
+def test_no_worker_from_the_controller_drops_the_cached_picks(picking, cluster, clock):
+    cluster.routes_in_turn("http://w1", "")
     picking.get_worker_address("m")
     clock.now += 0.2
     with pytest.raises(UpstreamError):
@@ -167,8 +153,8 @@ def test_picks_are_cached_per_model(picking, upstream):
     assert len(upstream.calls) == 2
 
 
-def test_a_pick_interval_of_zero_asks_every_time(controller, upstream):
-    asks = named_in_turn(upstream, "http://w1")
+def test_a_pick_interval_of_zero_asks_every_time(controller, cluster):
+    asks = cluster.routes_in_turn("http://w1")
     for _ in range(3):
         controller.get_worker_address("m")
     assert len(asks) == 3

@@ -1,5 +1,4 @@
 """A worker that cannot be reached before generation is replaced by another; nothing else is retried."""
-import json
 
 import pytest
 import requests
@@ -12,18 +11,6 @@ from tests.test_api_chat import chat, sse_events
 DEAD, ALIVE = "http://dead.test", "http://alive.test"
 
 
-def controller_picks(upstream, *addresses):
-    """The controller answers get_worker_address with these addresses in turn (the last one repeats)."""
-    picks = []
-
-    def pick(request):
-        picks.append(json.loads(request.body)["model"])
-        return 200, {}, json.dumps({"address": addresses[min(len(picks), len(addresses)) - 1]})
-
-    upstream.add_callback("POST", f"{CONTROLLER}/get_worker_address", callback=pick)
-    return picks
-
-
 def alive_worker(cluster):
     cluster.template(at=ALIVE)
     cluster.context(at=ALIVE)
@@ -32,7 +19,7 @@ def alive_worker(cluster):
 
 def test_an_unreachable_worker_is_replaced_and_the_controller_refreshed(client, cluster, upstream):
     cluster.serves(MODEL)
-    picks = controller_picks(upstream, DEAD, ALIVE)
+    picks = cluster.routes_in_turn(DEAD, ALIVE)
     cluster.unreachable(f"{DEAD}/worker_get_conv_template")
     refresh = upstream.post(f"{CONTROLLER}/refresh_all_workers", json=None)
     alive_worker(cluster)
@@ -45,7 +32,7 @@ def test_an_unreachable_worker_is_replaced_and_the_controller_refreshed(client, 
 
 def test_a_worker_that_refuses_the_generation_is_replaced(client, cluster, upstream):
     cluster.serves(MODEL)
-    controller_picks(upstream, DEAD, ALIVE)
+    cluster.routes_in_turn(DEAD, ALIVE)
     upstream.post(f"{CONTROLLER}/refresh_all_workers", json=None)
     cluster.template(at=DEAD)
     cluster.context(at=DEAD)
@@ -59,7 +46,7 @@ def test_a_worker_that_refuses_the_generation_is_replaced(client, cluster, upstr
 
 def test_the_next_request_goes_to_the_worker_that_answered(client, cluster, upstream):
     cluster.serves(MODEL)
-    picks = controller_picks(upstream, DEAD, ALIVE, DEAD)
+    picks = cluster.routes_in_turn(DEAD, ALIVE, DEAD)
     cluster.unreachable(f"{DEAD}/worker_get_conv_template")
     upstream.post(f"{CONTROLLER}/refresh_all_workers", json=None)
     alive_worker(cluster)
@@ -72,7 +59,7 @@ def test_the_next_request_goes_to_the_worker_that_answered(client, cluster, upst
 def test_a_recently_failed_worker_is_avoided_by_asking_again(config, cluster, upstream):
     client = create_app({**config, "WORKER_PICK_INTERVAL": 0}, environ={}).test_client()
     cluster.serves(MODEL)
-    picks = controller_picks(upstream, DEAD, ALIVE, DEAD, ALIVE)
+    picks = cluster.routes_in_turn(DEAD, ALIVE, DEAD, ALIVE)
     cluster.unreachable(f"{DEAD}/worker_get_conv_template")
     upstream.post(f"{CONTROLLER}/refresh_all_workers", json=None)
     alive_worker(cluster)
@@ -84,7 +71,7 @@ def test_a_recently_failed_worker_is_avoided_by_asking_again(config, cluster, up
 
 def test_attempts_are_bounded(client, cluster, upstream):
     cluster.serves(MODEL)
-    picks = controller_picks(upstream, DEAD)
+    picks = cluster.routes_in_turn(DEAD)
     unreachable = cluster.unreachable(f"{DEAD}/worker_get_conv_template")
     upstream.post(f"{CONTROLLER}/refresh_all_workers", json=None)
     response = chat(client)
@@ -109,7 +96,7 @@ def test_timeouts_and_broken_replies_are_not_retried(client, cluster, upstream, 
 def test_failover_can_be_turned_off(config, cluster, upstream):
     app = create_app({**config, "FAILOVER_ATTEMPTS": 0}, environ={})
     cluster.serves(MODEL)
-    controller_picks(upstream, DEAD, ALIVE)
+    cluster.routes_in_turn(DEAD, ALIVE)
     unreachable = cluster.unreachable(f"{DEAD}/worker_get_conv_template")
     assert chat(app.test_client()).status_code == 503
     assert unreachable.call_count == 1

@@ -1,8 +1,26 @@
+from pathlib import Path
+
 import pytest
 import responses
 
 from app import create_app
 from tests.fakes import CONTROLLER, FakeCluster
+
+_REAL_PROCESS_TIERS = tuple(Path(__file__).resolve().parent / tier for tier in ("e2e", "interop", "reliability"))
+
+
+def pytest_collection_modifyitems(config, items):
+    """Mark every test of the tiers that start real processes with ``e2e``."""
+    for item in items:
+        if any(tier in Path(str(item.fspath)).resolve().parents for tier in _REAL_PROCESS_TIERS):
+            item.add_marker(pytest.mark.e2e)
+
+
+@pytest.fixture(scope="session")
+def run_dir(tmp_path_factory) -> Path:
+    """A directory for the logs of every process this session starts."""
+    return tmp_path_factory.mktemp("run")
+
 
 BASE_CONFIG = {
     "CONTROLLER_ADDRESS": CONTROLLER,

@@ -20,17 +20,6 @@ if str(_HERE) not in sys.path:  # works with any --import-mode
 import procs
 
 
-def pytest_collection_modifyitems(config, items):
-    """Mark every test collected under tests/e2e with ``e2e``."""
-    for item in items:
-        if _HERE in Path(str(item.fspath)).resolve().parents:
-            item.add_marker(pytest.mark.e2e)
-
-
-@pytest.fixture(scope="session")
-def run_dir(tmp_path_factory) -> Path:
-    """A directory for the logs of every process this session starts."""
-    return tmp_path_factory.mktemp("e2e-run")
 
 
 @pytest.fixture(scope="session")

@@ -29,17 +29,6 @@ BUILD_TINY_MODEL = _HERE / "build_tiny_model.py"
 TINY_MODEL_NAME = "tiny-vicuna-test"
 
 
-def pytest_collection_modifyitems(config, items):
-    """Mark every test collected under tests/interop with ``e2e``."""
-    for item in items:
-        if _HERE in Path(str(item.fspath)).resolve().parents:
-            item.add_marker(pytest.mark.e2e)
-
-
-@pytest.fixture(scope="session")
-def run_dir(tmp_path_factory) -> Path:
-    """A directory for the logs of every process this session starts."""
-    return tmp_path_factory.mktemp("interop-run")
 
 
 @pytest.fixture(scope="session")

@@ -24,11 +24,6 @@ REPORT = Path(os.environ.get("RELIABILITY_REPORT", procs.REPO_ROOT / "reports" /
 KEY = "sk-reliability"
 
 
-def pytest_collection_modifyitems(config, items):
-    for item in items:
-        if _HERE in Path(str(item.fspath)).resolve().parents:
-            item.add_marker(pytest.mark.e2e)
-
 
 class Report:
     """Counts gathered by the tests, written as JSON at the end of the session."""
@@ -57,10 +52,6 @@ def report():
     yield collected
     collected.write()
 
-
-@pytest.fixture(scope="session")
-def run_dir(tmp_path_factory) -> Path:
-    return tmp_path_factory.mktemp("reliability-run")
 
 
 @pytest.fixture(scope="session")

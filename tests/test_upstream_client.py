@@ -1,4 +1,5 @@
 import http.client
+import json
 
 import pytest
 import requests
@@ -32,6 +33,32 @@ def test_post_without_payload_sends_no_body(client, upstream):
     upstream.post(f"{WORKER}/list_models", json={"models": []})
     client.post_json(f"{WORKER}/list_models", None, timeout=TIMEOUT, upstream="controller")
     assert upstream.calls[0].request.body is None
+
+
+def test_the_request_is_what_requests_itself_would_prepare(client, upstream):
+    """The URL is prepared once per address: the same normalised URL, headers and body as requests makes."""
+    url = "http://Worker.Example:21002/worker_generate?x=a b"
+    upstream.post(url.replace(" ", "%20").replace("Worker.Example", "worker.example"), json={})
+    client.post_json(url, {"prompt": "é"}, timeout=TIMEOUT, upstream="worker")
+    client.post_json(url, None, timeout=TIMEOUT, upstream="worker")
+    expected = requests.Request("POST", url, headers=_sent_headers(upstream.calls[0].request),
+                                data=json.dumps({"prompt": "é"}, separators=(",", ":")).encode()).prepare()
+    sent = upstream.calls[0].request
+    assert (sent.url, sent.body, dict(sent.headers)) == (expected.url, expected.body, dict(expected.headers))
+    assert upstream.calls[1].request.headers["Content-Length"] == "0"
+    assert upstream.calls[1].request.url == expected.url
+
+
+def _sent_headers(request):
+    return {k: v for k, v in request.headers.items() if k != "Content-Length"}
+
+
+@pytest.mark.parametrize("address", ["worker-without-scheme:21002", "http://", "http://[::1/x"])
+def test_an_unusable_address_is_a_bad_response(client, address):
+    """A controller may name any string as a worker: it is a failed upstream call, not a crash."""
+    with pytest.raises(UpstreamError) as raised:
+        post(client, url=address + "/count_token")
+    assert raised.value.kind == errors.BAD_RESPONSE
 
 
 def test_the_timeout_is_passed_to_requests(client, upstream):
@@ -86,6 +113,13 @@ def test_a_reply_broken_mid_body_is_a_bad_response(client, upstream):
 
 def test_reply_that_is_not_json_is_a_bad_response(client, upstream):
     upstream.post(URL, body="<html>")
+    with pytest.raises(UpstreamError) as raised:
+        post(client)
+    assert raised.value.kind == errors.BAD_RESPONSE
+
+
+def test_reply_that_is_not_utf8_is_a_bad_response(client, upstream):
+    upstream.post(URL, body='{"count": "\u00e9"}'.encode("latin-1"))
     with pytest.raises(UpstreamError) as raised:
         post(client)
     assert raised.value.kind == errors.BAD_RESPONSE

@@ -3,6 +3,7 @@ transport failure translated here, once, into UpstreamError.
 """
 from __future__ import annotations
 
+import functools
 import json
 import socket
 import threading
@@ -11,6 +12,7 @@ from typing import Any
 
 import requests
 from requests.adapters import HTTPAdapter
+from requests.structures import CaseInsensitiveDict
 from urllib3.exceptions import ProtocolError, ReadTimeoutError
 from urllib3.util.retry import Retry
 
@@ -20,6 +22,7 @@ from app.upstream.framing import TruncatedFrameError, iter_frame_batches
 Timeout = tuple[float, float]  # (connect, read) seconds; read is the longest silence between two bytes
 _HEADERS = {"User-Agent": "fastchat-gateway", "Content-Type": "application/json", "Accept": "*/*"}
 _JSON = json.JSONEncoder(separators=(",", ":"))  # built once: json.dumps with options builds one per call
+_DECODER = json.JSONDecoder()
 
 
 class UpstreamClient:
@@ -52,7 +55,7 @@ class UpstreamClient:
         """
         response = self._post(url, payload, timeout=timeout, upstream=upstream, stream=False)
         try:
-            return response.json()
+            return _decode(response.content)
         except ValueError:
             raise UpstreamError(BAD_RESPONSE, f"The {upstream} sent a reply that is not JSON.",
                                 upstream=upstream) from None
@@ -62,10 +65,8 @@ class UpstreamClient:
         return FrameStream(self._post(url, payload, timeout=timeout, upstream=upstream, stream=True), upstream)
 
     def _post(self, url: str, payload: Any, *, timeout: Timeout, upstream: str, stream: bool) -> requests.Response:
-        request = requests.PreparedRequest()
-        request.prepare(method="POST", url=url, headers=_HEADERS,
-                        data=None if payload is None else _JSON.encode(payload).encode())
         try:
+            request = _prepare(url, None if payload is None else _JSON.encode(payload).encode())
             # Straight to the session's transport adapter: Session.send would add settings merging, cookie
             # persistence, response hooks and redirect handling, none of which applies to these JSON calls (a
             # prompt goes only to the address the controller or the configuration named, so no redirects), and
@@ -140,9 +141,33 @@ class FrameStream:
                              upstream=self._upstream)
 
 
+def _prepare(url: str, body: bytes | None) -> requests.PreparedRequest:
+    """What PreparedRequest.prepare() makes of a JSON POST, with the URL's preparation done once per URL."""
+    request = requests.PreparedRequest()
+    request.method, request.url, request.body = "POST", _prepared_url(url), body
+    request.headers = CaseInsensitiveDict(_HEADERS)
+    request.headers["Content-Length"] = str(len(body or b""))
+    return request
+
+
+@functools.lru_cache(maxsize=1024)
+def _prepared_url(url: str) -> str:
+    """requests' checks and normalisation of a URL (scheme, IDNA host, quoting): a tenth of the CPU of a whole
+    gateway request when done per call, though the gateway only ever calls a few addresses."""
+    request = requests.PreparedRequest()
+    request.prepare_url(url, None)
+    return request.url
+
+
+def _decode(data: bytes) -> Any:
+    """JSON from a FastChat process: UTF-8, as RFC 8259 requires (json.loads of bytes would first guess the
+    encoding, which costs more than decoding a small frame)."""
+    return _DECODER.decode(data.decode("utf-8"))
+
+
 def _decode_frame(frame: bytes, upstream: str) -> dict:
     try:
-        data = json.loads(frame)
+        data = _decode(frame)
     except ValueError:
         data = None
     if not isinstance(data, dict):

@@ -825,8 +825,9 @@ class FakeController:
 
 @pytest.fixture(scope="module")
 def faked(run_dir):
-    """A gateway (CONTROLLER_READ_TIMEOUT=1, model list not cached) in front of a fake controller that routes to
-    one simulated worker."""
+    """A gateway (CONTROLLER_READ_TIMEOUT=1, model list and worker picks not cached) in front of a fake controller
+    that routes to one simulated worker. Without the pick cache every request meets the controller's fault; a
+    request right after a good pick would otherwise reuse it (the cache's own tests are in test_controller.py)."""
     started = []
     worker = fake = None
     try:
@@ -834,7 +835,8 @@ def faked(run_dir):
         started.append(worker)
         fake = FakeController(worker.address, MODEL)
         gw = Gateway(run_dir, name="gateway-faults-fake-controller", CONTROLLER_ADDRESS=fake.address, API_KEYS=KEY,
-                     CONTROLLER_READ_TIMEOUT="1", MODEL_LIST_TTL="0", WORKER_READ_TIMEOUT=str(READ_TIMEOUT))
+                     CONTROLLER_READ_TIMEOUT="1", MODEL_LIST_TTL="0", WORKER_PICK_INTERVAL="0",
+                     WORKER_READ_TIMEOUT=str(READ_TIMEOUT))
         started.append(gw)
         yield SimpleNamespace(fake=fake, worker=worker, gateway=gw)
     finally:

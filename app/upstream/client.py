@@ -109,8 +109,9 @@ class FrameStream:
 
     def __iter__(self) -> Iterator[dict]:
         """The latest frame of each read. FastChat frames are cumulative (text, usage and logprobs so far), so
-        when a busy gateway finds several frames waiting, only the last needs decoding and relaying: the
-        others are checked for shape only. An idle gateway still relays every frame as it comes."""
+        when one read brings several (a worker that writes them together, or a body that is not chunked), only
+        the last needs decoding and relaying: the others are checked for shape only. FastChat's workers send
+        each frame as its own HTTP chunk, and each chunk is one read: every frame is relayed as it comes."""
         try:
             for batch in iter_frame_batches(self._response.iter_content(chunk_size=None)):
                 for frame in batch[:-1]:

@@ -153,8 +153,8 @@ def _prepare(url: str, body: bytes | None) -> requests.PreparedRequest:
 
 @functools.lru_cache(maxsize=1024)
 def _prepared_url(url: str) -> str:
-    """requests' checks and normalisation of a URL (scheme, IDNA host, quoting): a tenth of the CPU of a whole
-    gateway request when done per call, though the gateway only ever calls a few addresses."""
+    """requests' checks and normalisation of a URL (scheme, IDNA host, quoting): with the rest of prepare(),
+    ~7 % of a whole gateway request's CPU when done per call, though the gateway only calls a few addresses."""
     request = requests.PreparedRequest()
     request.prepare_url(url, None)
     return request.url

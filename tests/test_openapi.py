@@ -12,6 +12,7 @@ from app import auth, create_app
 from app.openapi import EXTENSION_KEY, build_spec, openapi_path
 from app.upstream.errors import UpstreamError
 from tests.fakes import CONTROLLER, MODEL, WORKER, frames, text_frames
+from tests.openapi_json_schema import to_json_schema
 from tests.test_api_chat import WORKER_LOGPROBS, sse_events
 
 IGNORED_METHODS = {"HEAD", "OPTIONS"}  # added by Flask to every rule
@@ -23,19 +24,7 @@ def spec(app):
     return build_spec(app)
 
 
-# --- helpers: OpenAPI 3.0 schemas as JSON Schema --------------------------------------------------------------------
-
-def to_json_schema(node):
-    """OpenAPI 3.0's schema dialect as JSON Schema draft 4: `nullable: true` becomes a "null" type."""
-    if isinstance(node, list):
-        return [to_json_schema(item) for item in node]
-    if not isinstance(node, dict):
-        return node
-    converted = {key: to_json_schema(value) for key, value in node.items() if key != "nullable"}
-    if node.get("nullable") and "type" in node:
-        converted["type"] = [node["type"], "null"]
-    return converted
-
+# --- helpers ---------------------------------------------------------------------------------------------------------
 
 def resolve(spec: dict, node: dict) -> dict:
     while "$ref" in node:

@@ -36,7 +36,7 @@ def test_post_without_payload_sends_no_body(client, upstream):
 
 
 def test_the_request_is_what_requests_itself_would_prepare(client, upstream):
-    """The URL is prepared once per address: the same normalised URL, headers and body as requests makes."""
+    """The URL is prepared once per URL: the same normalised URL, headers and body as requests makes."""
     url = "http://Worker.Example:21002/worker_generate?x=a b"
     upstream.post(url.replace(" ", "%20").replace("Worker.Example", "worker.example"), json={})
     client.post_json(url, {"prompt": "é"}, timeout=TIMEOUT, upstream="worker")

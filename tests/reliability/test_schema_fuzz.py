@@ -40,6 +40,7 @@ from schemathesis.checks import (content_type_conformance, negative_data_rejecti
 from schemathesis.errors import FailureGroup
 
 from app.openapi import OPERATIONS, openapi_path
+from tests.openapi_json_schema import to_json_schema
 
 MODEL = "sim-model"
 SEED = int(os.environ.get("SCHEMA_FUZZ_SEED", "20240607"))
@@ -101,26 +102,14 @@ def test_every_documented_operation_is_fuzzed(api_schema):
 
 # --- server-sent events ----------------------------------------------------------------------------------------------
 
-def _openapi30_to_jsonschema(node):
-    """OpenAPI 3.0 schema objects as JSON Schema (draft 4 semantics): `nullable: true` adds null to the type."""
-    if isinstance(node, list):
-        return [_openapi30_to_jsonschema(item) for item in node]
-    if not isinstance(node, dict):
-        return node
-    out = {key: _openapi30_to_jsonschema(value) for key, value in node.items() if key != "nullable"}
-    if node.get("nullable") is True and isinstance(out.get("type"), str):
-        out["type"] = [out["type"], "null"]
-    return out
-
-
 def sse_validator(api_schema, operation) -> jsonschema.Draft4Validator | None:
     response = api_schema.raw_schema["paths"][operation.path][operation.method.lower()]["responses"].get("200", {})
     media = response.get("content", {}).get("text/event-stream")
     if media is None:
         return None
     data_schema = media["x-sse-data-schema"]
-    root = {"components": _openapi30_to_jsonschema(api_schema.raw_schema["components"]),
-            **_openapi30_to_jsonschema(data_schema)}
+    root = {"components": to_json_schema(api_schema.raw_schema["components"]),
+            **to_json_schema(data_schema)}
     return jsonschema.Draft4Validator(root)
 
 

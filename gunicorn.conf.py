@@ -11,54 +11,44 @@ import tempfile
 
 from gunicorn import glogging
 
+from app.config import ConfigError, load_config, load_server_config
 
-def _env_int(name: str, default: int, minimum: int = 1) -> int:
-    raw = os.environ.get(name, "").strip()
-    if not raw:
-        return default
-    try:
-        value = int(raw)
-    except ValueError:
-        value = minimum - 1
-    if value < minimum:
-        sys.stderr.write(f"fastchat-gateway: invalid {name}={raw!r}: must be an integer >= {minimum}\n")
-        sys.exit(1)
-    return value
 
+def _fail(exc: ConfigError):
+    sys.stderr.write(f"fastchat-gateway: {exc}\n")
+    sys.exit(1)
+
+
+# Every value comes from a setting declared (with its default and the reason for it) in app/settings.py.
+try:
+    _server = load_server_config()
+except ConfigError as exc:
+    _fail(exc)
 
 wsgi_app = "wsgi:app"
-bind = [address.strip() for address in os.environ.get("BIND", "127.0.0.1:8000").split(",") if address.strip()]
-# Two processes per CPU: the work is GIL-bound, and with more, smaller processes no single one runs out of threads
-# for new streams while another has spare ones (processes take connections as they come, not evenly).
-_cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-workers = _env_int("WEB_CONCURRENCY", 2 * _cpus)
-worker_class = os.environ.get("GUNICORN_WORKER_CLASS", "gthread")
-# Each open stream holds a thread for its whole length, so threads are sized for long generations: on 2 CPUs,
-# 4 x 512 threads hold 1,000 concurrent streams without errors in under 100 MB per process (`make bench`); threads
-# are started as needed, and idle ones cost no CPU.
-threads = _env_int("GUNICORN_THREADS", 512)
-worker_connections = _env_int("GUNICORN_WORKER_CONNECTIONS", 1000)
-timeout = _env_int("GUNICORN_TIMEOUT", 60)
-# In-flight streams get this long to finish on reload or stop.
-graceful_timeout = _env_int("GUNICORN_GRACEFUL_TIMEOUT", 300)
-# Above nginx's upstream keepalive_timeout (60 s), so the proxy never reuses a connection we just closed.
-keepalive = _env_int("GUNICORN_KEEPALIVE", 75)
-forwarded_allow_ips = os.environ.get("FORWARDED_ALLOW_IPS", "127.0.0.1")
-# Request line and header limits (gunicorn's defaults) answer oversized headers with 4xx before the app runs.
-limit_request_line = _env_int("GUNICORN_LIMIT_REQUEST_LINE", 4094, minimum=0)
-limit_request_fields = _env_int("GUNICORN_LIMIT_REQUEST_FIELDS", 100)
-limit_request_field_size = _env_int("GUNICORN_LIMIT_REQUEST_FIELD_SIZE", 8190, minimum=0)
-# TLS straight from gunicorn, as FastChat's --ssl did with these two variables.
-keyfile = os.environ.get("SSL_KEYFILE") or None
-certfile = os.environ.get("SSL_CERTFILE") or None
-if bool(keyfile) != bool(certfile):
-    sys.stderr.write("fastchat-gateway: set both SSL_KEYFILE and SSL_CERTFILE, or neither\n")
-    sys.exit(1)
+bind = list(_server["BIND"])
+workers = _server["WEB_CONCURRENCY"]
+worker_class = _server["GUNICORN_WORKER_CLASS"]
+threads = _server["GUNICORN_THREADS"]
+worker_connections = _server["GUNICORN_WORKER_CONNECTIONS"]
+timeout = _server["GUNICORN_TIMEOUT"]
+graceful_timeout = _server["GUNICORN_GRACEFUL_TIMEOUT"]  # in-flight streams get this long on reload or stop
+keepalive = _server["GUNICORN_KEEPALIVE"]
+forwarded_allow_ips = _server["FORWARDED_ALLOW_IPS"]
+limit_request_line = _server["GUNICORN_LIMIT_REQUEST_LINE"]
+limit_request_fields = _server["GUNICORN_LIMIT_REQUEST_FIELDS"]
+limit_request_field_size = _server["GUNICORN_LIMIT_REQUEST_FIELD_SIZE"]
+keyfile = _server["SSL_KEYFILE"] or None
+certfile = _server["SSL_CERTFILE"] or None
 # The app writes one access-log line per request (app.access: request id, model, tokens, latency);
 # gunicorn's own access log is off unless GUNICORN_ACCESS_LOG names a file or "-".
-accesslog = os.environ.get("GUNICORN_ACCESS_LOG") or None
+accesslog = _server["GUNICORN_ACCESS_LOG"] or None
 errorlog = "-"
-loglevel = os.environ.get("LOG_LEVEL", "info").lower()
+loglevel = _server["LOG_LEVEL"]
+# Off unless a path is given: gunicorn's default path is shared by every instance of the user.
+control_socket_disable = not _server["GUNICORN_CONTROL_SOCKET"]
+if _server["GUNICORN_CONTROL_SOCKET"]:
+    control_socket = _server["GUNICORN_CONTROL_SOCKET"]
 
 # The app's own loggers go to stderr next to gunicorn's, in the same format.
 logconfig_dict = {
@@ -87,7 +77,7 @@ logger_class = _Logger
 
 # Prometheus multiprocess mode: every process writes its numbers to this directory and /metrics sums them.
 # It must be set before the workers import the app. Without one given, a temporary one is made and removed.
-_own_metrics_dir = not os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+_own_metrics_dir = not _server["PROMETHEUS_MULTIPROC_DIR"]
 if _own_metrics_dir:
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="fastchat-gateway-metrics-")
 
@@ -95,13 +85,10 @@ if _own_metrics_dir:
 def on_starting(server):
     """Check the app's settings in the master, so a bad one stops the server at once with its name;
     start with empty metrics."""
-    from app.config import ConfigError, load_config
-
     try:
         load_config()
     except ConfigError as exc:
-        sys.stderr.write(f"fastchat-gateway: {exc}\n")
-        sys.exit(1)
+        _fail(exc)
     # Numbers of an earlier run would otherwise be summed into this one's.
     metrics_dir = os.environ["PROMETHEUS_MULTIPROC_DIR"]
     os.makedirs(metrics_dir, exist_ok=True)

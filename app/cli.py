@@ -1,10 +1,15 @@
 """`fastchat-gateway`: a drop-in replacement for `python -m fastchat.serve.openai_api_server`.
 
 It accepts FastChat's API server flags, with the same defaults and meanings, plus the gateway's own options,
-translates them into the environment variables that the app (app/config.py) and gunicorn.conf.py read, and then
-replaces itself with gunicorn running the app (`python -m gunicorn -c gunicorn.conf.py --chdir REPO wsgi:app`).
+translates them into the environment variables declared in app/settings.py (read by the app and by
+gunicorn.conf.py), and then replaces itself with gunicorn running the app
+(`python -m gunicorn -c gunicorn.conf.py --chdir REPO wsgi:app`), so that it runs exactly as `make run` does.
 A flag that is not given leaves its variable as it is in the environment, so environment-based configuration
 keeps working; `--print-env` shows the result without starting anything.
+
+The options that set one variable to their value (--controller-address, --workers, ...) are made from the settings
+that name them as their `flag`, with the setting's parser, meaning and default; the rest translate FastChat's
+forms (host and port, JSON lists, --ssl) and are written here.
 """
 from __future__ import annotations
 
@@ -17,7 +22,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import app as _app_package
-from app.config import SETTINGS
+from app.settings import SETTINGS, Setting
 
 REPO_ROOT = Path(_app_package.__file__).resolve().parents[1]
 DEFAULT_CONFIG = REPO_ROOT / "gunicorn.conf.py"
@@ -28,34 +33,31 @@ FASTCHAT_PORT = 8000
 FASTCHAT_CONTROLLER = "http://localhost:21001"
 FASTCHAT_CORS_DEFAULT = ["*"]  # origins, methods and headers
 
-LOG_LEVELS = ("debug", "info", "warning", "error", "critical")  # gunicorn's
+# The settings set by an option of their own, FastChat's first (in its help group), then the gateway's.
+FLAG_SETTINGS: tuple[Setting, ...] = tuple(setting for setting in SETTINGS.values() if setting.flag)
+FASTCHAT_FLAGS = ("--controller-address", "--api-keys")
+# Only one way of finding workers: the option of one unsets the other's variable.
+EXCLUSIVE = {"CONTROLLER_ADDRESS": "WORKER_ADDRESSES", "WORKER_ADDRESSES": "CONTROLLER_ADDRESS"}
 
-# Variables printed by --print-env: the app's settings and the server's (gunicorn.conf.py).
-# Not SSL_*: OpenSSL's own SSL_CERT_FILE and SSL_CERT_DIR (CA bundles) are often set and are no setting of ours.
-SERVER_VARIABLES = ("BIND", "WEB_CONCURRENCY", "LOG_LEVEL", "FORWARDED_ALLOW_IPS", "SSL_KEYFILE", "SSL_CERTFILE",
-                    "PROMETHEUS_MULTIPROC_DIR")
-SERVER_PREFIXES = ("GUNICORN_", "CORS_")
 
-EPILOG = """\
-Every option is translated into an environment variable read by the app or gunicorn.conf.py (see README,
-Configuration); an option not given leaves its variable as it is in the environment.
-
-  --host/--port          BIND=host:port (FastChat's localhost:8000 when neither is given and BIND is unset)
-  --controller-address   CONTROLLER_ADDRESS (and unsets WORKER_ADDRESSES)
-  --worker-addresses     WORKER_ADDRESSES (and unsets CONTROLLER_ADDRESS)
-  --api-keys             API_KEYS ('' disables auth)
-  --allowed-origins      CORS_ALLOWED_ORIGINS (JSON list -> comma-separated)
-  --allowed-methods      CORS_ALLOWED_METHODS (* when --allowed-origins is given without it, as in FastChat)
-  --allowed-headers      CORS_ALLOWED_HEADERS (* when --allowed-origins is given without it, as in FastChat)
-  --allow-credentials    CORS_ALLOW_CREDENTIALS=true (false when --allowed-origins is given without it)
-  --ssl                  checks SSL_KEYFILE and SSL_CERTFILE (made absolute); gunicorn.conf.py serves TLS
-                         whenever both are set, even without --ssl
-  --workers/--threads    WEB_CONCURRENCY / GUNICORN_THREADS
-  --worker-class         GUNICORN_WORKER_CLASS
-  --log-level            LOG_LEVEL
-
-Deviation from FastChat: CORS is off unless --allowed-origins is given; FastChat allowed every origin by default.
-"""
+def _epilog() -> str:
+    mapped = [("--host/--port", "BIND=host:port (FastChat's localhost:8000 when neither is given and BIND is unset)")]
+    for setting in FLAG_SETTINGS:
+        other = EXCLUSIVE.get(setting.name)
+        mapped.append((setting.flag, setting.name + (f" (and unsets {other})" if other else "")))
+    mapped += [
+        ("--allowed-origins", "CORS_ALLOWED_ORIGINS (JSON list -> comma-separated)"),
+        ("--allowed-methods", "CORS_ALLOWED_METHODS (* when --allowed-origins is given without it, as in FastChat)"),
+        ("--allowed-headers", "CORS_ALLOWED_HEADERS (* when --allowed-origins is given without it, as in FastChat)"),
+        ("--allow-credentials", "CORS_ALLOW_CREDENTIALS=true (false when --allowed-origins is given without it)"),
+        ("--ssl", "checks SSL_KEYFILE and SSL_CERTFILE (made absolute); gunicorn.conf.py serves TLS\n"
+                  + " " * 25 + "whenever both are set, even without --ssl"),
+    ]
+    return ("Every option is translated into an environment variable read by the app or gunicorn.conf.py (see "
+            "README,\nConfiguration); an option not given leaves its variable as it is in the environment.\n\n"
+            + "".join(f"  {flag:<22} {meaning}\n" for flag, meaning in mapped)
+            + "\nDeviation from FastChat: CORS is off unless --allowed-origins is given; FastChat allowed every "
+              "origin by default.\n")
 
 
 class UsageError(ValueError):
@@ -73,34 +75,32 @@ def _port(value: str) -> int:
     return port
 
 
-def _positive_int(value: str) -> int:
-    try:
-        number = int(value)
-    except ValueError:
-        number = 0
-    if number < 1:
-        raise argparse.ArgumentTypeError(f"invalid value {value!r}: must be an integer >= 1")
-    return number
-
-
 def _host(value: str) -> str:
     if not value.strip():
         raise argparse.ArgumentTypeError("must not be empty")
     return value.strip()
 
 
-def _setting(name: str):
-    """An option type that checks the value with the app's own parser of setting `name`."""
-    parse = SETTINGS[name][0]
+def _setting(setting: Setting):
+    """The option type of `setting`: checked with its own parser, given as the variable's text (a name chosen
+    from a list in its canonical case); empty only where the setting's default is empty."""
 
     def check(value: str) -> str:
+        value = value.strip()
+        if not value and setting.default in ((), ""):
+            return value
         try:
-            parse(value.strip())
+            parsed = setting.parse(value)
         except ValueError as exc:
             raise argparse.ArgumentTypeError(f"invalid value {value!r}: {exc}") from None
-        return value.strip()
+        return parsed if isinstance(parsed, str) else value
 
     return check
+
+
+def _setting_help(setting: Setting) -> str:
+    default = setting.default_text() + (f" {setting.unit}" if setting.unit else "")
+    return f"{setting.help.replace('`', '')}; env {setting.name} (default: {default})"
 
 
 def _json_list(what: str, *, allow_empty: bool):
@@ -125,12 +125,6 @@ def _json_list(what: str, *, allow_empty: bool):
     return parse
 
 
-def _log_level(value: str) -> str:
-    if value.lower() not in LOG_LEVELS:
-        raise argparse.ArgumentTypeError(f"invalid log level {value!r}: choose from {', '.join(LOG_LEVELS)}")
-    return value.lower()
-
-
 def _config_file(value: str) -> Path:
     path = Path(value).expanduser().resolve()
     if not path.is_file():
@@ -144,13 +138,15 @@ def build_parser() -> argparse.ArgumentParser:
         prog="fastchat-gateway",
         description="OpenAI-compatible API server for FastChat controller/worker clusters (Flask + gunicorn); "
                     "a drop-in replacement for `python -m fastchat.serve.openai_api_server`.",
-        epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+        epilog=_epilog(), formatter_class=argparse.RawDescriptionHelpFormatter)
     fastchat = parser.add_argument_group("FastChat's openai_api_server options")
     # Defaults of None mean "not given", so that the environment is left alone; the help shows FastChat's.
     fastchat.add_argument("--host", type=_host, default=None, help=f"host name (default: {FASTCHAT_HOST})")
     fastchat.add_argument("--port", type=_port, default=None, help=f"port number (default: {FASTCHAT_PORT})")
-    fastchat.add_argument("--controller-address", type=_setting("CONTROLLER_ADDRESS"), default=None,
-                          help=f"FastChat controller base URL (default: {FASTCHAT_CONTROLLER})")
+    gateway = parser.add_argument_group("gateway options")
+    for setting in FLAG_SETTINGS:  # FastChat's first, in its group, as its --help lists them
+        (fastchat if setting.flag in FASTCHAT_FLAGS else gateway).add_argument(
+            setting.flag, type=_setting(setting), default=None, metavar=setting.name, help=_setting_help(setting))
     fastchat.add_argument("--allow-credentials", action="store_true", default=False,
                           help="CORS: allow credentials")
     fastchat.add_argument("--allowed-origins", type=_json_list("origin", allow_empty=True), default=None,
@@ -159,24 +155,9 @@ def build_parser() -> argparse.ArgumentParser:
                           help="CORS: JSON list of allowed methods (default: '[\"*\"]')")
     fastchat.add_argument("--allowed-headers", type=_json_list("header", allow_empty=False), default=None,
                           help="CORS: JSON list of allowed headers (default: '[\"*\"]')")
-    fastchat.add_argument("--api-keys", default=None,
-                          help="comma-separated accepted API keys; empty or absent: no authentication")
     fastchat.add_argument("--ssl", action="store_true", default=False,
                           help="serve HTTPS with the key and certificate named by env SSL_KEYFILE and SSL_CERTFILE")
 
-    gateway = parser.add_argument_group("gateway options")
-    gateway.add_argument("--worker-addresses", type=_setting("WORKER_ADDRESSES"), default=None,
-                         help="comma-separated worker URLs: dispatch to them directly, without a controller "
-                              "(not with --controller-address)")
-    gateway.add_argument("--workers", type=_positive_int, default=None,
-                         help="gunicorn processes (env WEB_CONCURRENCY; default 2 per CPU)")
-    gateway.add_argument("--threads", type=_positive_int, default=None,
-                         help="threads per process; each open stream holds one (env GUNICORN_THREADS; default 512)")
-    gateway.add_argument("--worker-class", default=None,
-                         help="gunicorn worker class: gthread, or gevent if installed "
-                              "(env GUNICORN_WORKER_CLASS; default gthread)")
-    gateway.add_argument("--log-level", type=_log_level, default=None,
-                         help=f"one of {', '.join(LOG_LEVELS)} (env LOG_LEVEL; default info)")
     gateway.add_argument("--config", type=_config_file, default=DEFAULT_CONFIG,
                          help=f"gunicorn config file (default: {DEFAULT_CONFIG})")
     gateway.add_argument("--print-env", action="store_true",
@@ -188,7 +169,7 @@ def build_parser() -> argparse.ArgumentParser:
 def parse_args(argv: Sequence[str] | None = None, parser: argparse.ArgumentParser | None = None):
     parser = parser or build_parser()
     args = parser.parse_args(argv)
-    if args.worker_addresses is not None and args.controller_address is not None:
+    if args.worker_addresses is not None and args.controller_address is not None:  # EXCLUSIVE
         parser.error("--worker-addresses (no controller) and --controller-address cannot be used together")
     return args
 
@@ -210,14 +191,12 @@ def build_env(args: argparse.Namespace, base_env: Mapping[str, str]) -> dict[str
     if args.host is not None or args.port is not None or not env.get("BIND", "").strip():
         env["BIND"] = _bind(args.host or FASTCHAT_HOST, args.port or FASTCHAT_PORT)
 
-    if args.controller_address is not None:
-        env["CONTROLLER_ADDRESS"] = args.controller_address
-        env.pop("WORKER_ADDRESSES", None)  # the option wins over the environment's mode
-    if args.worker_addresses is not None:
-        env["WORKER_ADDRESSES"] = args.worker_addresses
-        env.pop("CONTROLLER_ADDRESS", None)
-    if args.api_keys is not None:
-        env["API_KEYS"] = args.api_keys
+    for setting in FLAG_SETTINGS:
+        value = getattr(args, _dest(setting))
+        if value is not None:
+            env[setting.name] = value
+            if setting.name in EXCLUSIVE:
+                env.pop(EXCLUSIVE[setting.name], None)  # the option wins over the environment's mode
 
     # CORS: off unless origins are given; with them, FastChat's defaults for the rest.
     if args.allowed_origins is not None:
@@ -242,16 +221,11 @@ def build_env(args: argparse.Namespace, base_env: Mapping[str, str]) -> dict[str
             if not path.is_file():
                 raise UsageError(f"--ssl: {name}={env[name]!r} is not a file")
             env[name] = str(path.resolve())  # gunicorn runs with --chdir REPO_ROOT
-
-    if args.workers is not None:
-        env["WEB_CONCURRENCY"] = str(args.workers)
-    if args.threads is not None:
-        env["GUNICORN_THREADS"] = str(args.threads)
-    if args.worker_class is not None:
-        env["GUNICORN_WORKER_CLASS"] = args.worker_class
-    if args.log_level is not None:
-        env["LOG_LEVEL"] = args.log_level
     return env
+
+
+def _dest(setting: Setting) -> str:
+    return setting.flag.lstrip("-").replace("-", "_")
 
 
 def cors_warning(args: argparse.Namespace, env: Mapping[str, str]) -> str | None:
@@ -264,9 +238,10 @@ def cors_warning(args: argparse.Namespace, env: Mapping[str, str]) -> str | None
 
 
 def gateway_variables(env: Mapping[str, str]) -> dict[str, str]:
-    """The variables of `env` that configure the gateway (app settings and server settings), sorted."""
-    names = set(SETTINGS) | set(SERVER_VARIABLES)
-    return {name: env[name] for name in sorted(env) if name in names or name.startswith(SERVER_PREFIXES)}
+    """The variables of `env` that configure the gateway (app settings and server settings), sorted.
+
+    Not OpenSSL's SSL_CERT_FILE and SSL_CERT_DIR (CA bundles), often set and no setting of ours."""
+    return {name: env[name] for name in sorted(env) if name in SETTINGS}
 
 
 def format_env(variables: Mapping[str, str]) -> str:

@@ -1,0 +1,282 @@
+"""Every setting of the gateway, declared once: environment variable, parser, default, meaning, and who reads it.
+
+The app (app/config.py), gunicorn.conf.py, the CLI's options and --help (app/cli.py) and README's configuration
+tables (`python -m app.settings --update-readme README.md`) are derived from SETTINGS, so they cannot drift apart.
+Importing this module stays cheap (standard library only): gunicorn's master reads it before it forks.
+"""
+from __future__ import annotations
+
+import os
+import re
+import sys
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urlsplit
+
+APP, SERVER = "app", "server"  # who reads a setting: the app's create_app, or gunicorn.conf.py
+LOG_LEVELS = ("debug", "info", "warning", "error", "critical")  # gunicorn's
+
+
+class ConfigError(ValueError):
+    """A setting has a value the gateway cannot run with; the message names the setting."""
+
+
+# ---------------------------------------------------------------------------------------------- parsers
+# Each takes the stripped, non-empty environment string and returns the value or raises ValueError saying what the
+# value must be; Setting.read puts the setting's name and value in front.
+def _url(value: str) -> str:
+    parts = urlsplit(value)
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        raise ValueError("must be an http:// or https:// URL such as http://localhost:21001")
+    return value.rstrip("/")
+
+
+def _url_list(value: str) -> tuple[str, ...]:
+    return tuple(dict.fromkeys(_url(item) for item in _list(value)))
+
+
+def _list(value: str) -> tuple[str, ...]:
+    return tuple(item.strip() for item in value.split(",") if item.strip())
+
+
+def _number(minimum: float, *, integer: bool = False, strict: bool = False) -> Callable[[str], float | int]:
+    def parse(value: str) -> float | int:
+        try:
+            number = int(value) if integer else float(value)
+        except ValueError:
+            raise ValueError(f"must be {'an integer' if integer else 'a number'}") from None
+        if number < minimum or (strict and number == minimum) or number != number:
+            raise ValueError(f"must be {'greater than' if strict else 'at least'} {minimum}")
+        return number
+
+    return parse
+
+
+def _flag(value: str) -> bool:
+    if value.lower() in ("1", "true", "yes", "on"):
+        return True
+    if value.lower() in ("0", "false", "no", "off"):
+        return False
+    raise ValueError("must be true or false")
+
+
+def _choice(*choices: str) -> Callable[[str], str]:
+    def parse(value: str) -> str:
+        if value.lower() not in choices:
+            raise ValueError(f"must be one of {', '.join(choices)}")
+        return value.lower()
+
+    return parse
+
+
+def _text(value: str) -> str:
+    return value
+
+
+_seconds = _number(0, strict=True)
+_positive = _number(1, integer=True)
+_count = _number(0, integer=True)
+
+
+# ---------------------------------------------------------------------------------------------- the declaration
+@dataclass(frozen=True)
+class Setting:
+    name: str
+    parse: Callable[[str], Any]
+    default: Any
+    help: str  # README's meaning, in Markdown; the CLI's --help shows it without backticks
+    reader: str = APP
+    unit: str = ""  # shown after the default: "s"
+    shown_default: str = ""  # when the default is not a literal value: "2 per CPU"
+    flag: str = ""  # the CLI option that sets this variable to its value as given
+
+    def read(self, environ: Mapping[str, str]) -> Any:
+        """The value in `environ`, parsed; the default when unset or blank."""
+        raw = environ.get(self.name)
+        if raw is None or not raw.strip():
+            return self.default
+        try:
+            return self.parse(raw.strip())
+        except ValueError as exc:
+            raise ConfigError(f"invalid {self.name}={raw!r}: {exc}") from None
+
+    def default_text(self) -> str:
+        if self.shown_default:
+            return self.shown_default
+        if self.default in ((), ""):
+            return "empty" if isinstance(self.default, tuple) else "none"
+        if isinstance(self.default, tuple):
+            return ",".join(self.default)
+        if isinstance(self.default, bool):
+            return str(self.default).lower()
+        if isinstance(self.default, float) and self.default.is_integer():
+            return str(int(self.default))
+        return str(self.default)
+
+
+# Two processes per CPU: the work is GIL-bound, and with more, smaller processes no single one runs out of threads
+# for new streams while another has spare ones (processes take connections as they come, not evenly).
+_CPUS = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+_DECLARED = [
+    # --- the app's: FastChat cluster ---
+    Setting("CONTROLLER_ADDRESS", _url, "http://localhost:21001",
+            "FastChat controller base URL (same name FastChat uses)", flag="--controller-address"),
+    Setting("WORKER_ADDRESSES", _url_list, (),
+            "comma-separated worker URLs: dispatch to them directly, without a controller (not with "
+            "`CONTROLLER_ADDRESS`)", flag="--worker-addresses"),
+    Setting("WORKER_STATUS_INTERVAL", _seconds, 5.0,
+            "without a controller: how often each listed worker's `/worker_get_status` is polled", unit="s"),
+    Setting("API_KEYS", _list, (), "comma-separated accepted keys; empty (and no `API_KEYS_FILE`) disables auth",
+            flag="--api-keys"),
+    Setting("API_KEYS_FILE", _text, "", "a file of more accepted keys, one per line, `#` comments"),
+    Setting("CONTROLLER_CONNECT_TIMEOUT", _seconds, 3.0, "connecting to the controller", unit="s"),
+    Setting("CONTROLLER_READ_TIMEOUT", _seconds, 30.0, "waiting for a controller reply", unit="s"),
+    Setting("WORKER_CONNECT_TIMEOUT", _seconds, 3.0, "connecting to a worker", unit="s"),
+    Setting("WORKER_READ_TIMEOUT", _seconds, 600.0,
+            "the longest silence of a worker: the whole generation for non-streamed requests, the gap between "
+            "frames for streams (504 `upstream_timeout` when exceeded)", unit="s"),
+    Setting("UPSTREAM_CONNECT_RETRIES", _count, 1,
+            "extra tries when a connection is refused (never once anything was sent)"),
+    Setting("MODEL_LIST_TTL", _number(0), 5.0,
+            "how long the controller's model list is cached; an unknown model re-reads it once, so a newly "
+            "registered model works at once", unit="s"),
+    Setting("WORKER_PICK_INTERVAL", _number(0), 0.1,
+            "least time between two `/get_worker_address` calls per model and gunicorn process; requests in between "
+            "go round-robin to the workers the controller named within `WORKER_PICK_TTL`. `0` asks on every "
+            "request, like FastChat", unit="s"),
+    Setting("WORKER_PICK_TTL", _seconds, 5.0,
+            "how long a worker the controller named stays in that rotation without being named again (a worker "
+            "that cannot be reached leaves it at once)", unit="s"),
+    Setting("WORKER_REFRESH_INTERVAL", _number(0), 60.0,
+            "`GET /v1/models` asks the controller to `/refresh_all_workers` (purging dead workers) at most this "
+            "often per gunicorn process; FastChat did it on every listing, blocking the controller", unit="s"),
+    # --- the app's: FastChat compatibility ---
+    Setting("TEMPLATE_CACHE_SIZE", _positive, 1024,
+            "conversation templates and context lengths cached per process, per (worker, model); dropped when that "
+            "worker fails"),
+    Setting("SEP_STYLE_NUMBERING", _choice("auto", "head", "0.2.36"), "auto",
+            "how to read a template's integer `sep_style`: `auto` detects fschat 0.2.36 vs FastChat HEAD workers; "
+            "`head` or `0.2.36` forces one"),
+    Setting("ERROR_STATUS_MODE", _choice("openai", "fastchat"), "openai",
+            "`fastchat` answers every handled error with HTTP 400 like FastChat's server (401 and routing 404/405 "
+            "keep their status)"),
+    Setting("CONTEXT_OVERFLOW", _choice("error", "clip"), "error",
+            "`max_tokens` larger than the room left in the context: `error` is a 400 `context_length_exceeded`; "
+            "`clip` silently lowers it like FastChat"),
+    Setting("EMBEDDING_BATCH_SIZE", _positive, 4,
+            "inputs per worker embeddings call (FastChat's default; its HF worker pads batches without an attention "
+            "mask, so small batches are more exact)"),
+    Setting("FAILOVER_ATTEMPTS", _count, 2, "other workers tried when the chosen one cannot be reached (see Failover)"),
+    # --- the app's: limits ---
+    Setting("MAX_REQUEST_BODY_BYTES", _positive, 16 * 1024 * 1024, "larger bodies get a 413 with the error body"),
+    Setting("MAX_N", _positive, 128, "largest accepted `n`"),
+    Setting("MAX_TOKENS_CAP", _positive, 131072, "largest accepted `max_tokens` / `max_completion_tokens`"),
+    Setting("MAX_STOP_SEQUENCES", _count, 16, "most `stop` strings in one request"),
+    Setting("MAX_MESSAGES", _positive, 2048, "most messages in one chat request"),
+    # --- the app's: CORS and logging ---
+    Setting("CORS_ALLOWED_ORIGINS", _list, (), "comma-separated origins browsers may call from (`*` for any)",
+            shown_default="empty: CORS off"),
+    Setting("CORS_ALLOWED_METHODS", _list, ("GET", "POST", "OPTIONS"), "methods CORS allows"),
+    Setting("CORS_ALLOWED_HEADERS", _list, ("Authorization", "Content-Type", "X-Request-Id"), "headers CORS allows"),
+    Setting("CORS_ALLOW_CREDENTIALS", _flag, False, "CORS credentials"),
+    Setting("LOG_REQUEST_BODIES", _flag, False, "debugging only: log request parameters (prompts) and whole results"),
+    # --- the server's (gunicorn.conf.py) ---
+    Setting("BIND", _list, ("127.0.0.1:8000",), "address(es), comma-separated", SERVER),
+    Setting("WEB_CONCURRENCY", _positive, 2 * _CPUS, "gunicorn processes", SERVER, shown_default="2 per CPU",
+            flag="--workers"),
+    # Each open stream holds a thread for its whole length, so threads are sized for long generations: on 2 CPUs,
+    # 4 x 512 threads hold 1,000 concurrent streams without errors in under 100 MB per process (`make bench`);
+    # threads are started as needed, and idle ones cost no CPU.
+    Setting("GUNICORN_THREADS", _positive, 512,
+            "threads per process; each open stream holds one, so capacity is processes x threads (2,048 on 2 CPUs)",
+            SERVER, flag="--threads"),
+    Setting("GUNICORN_WORKER_CLASS", _text, "gthread",
+            "`gthread`; or `gevent` (`pip install -e '.[gevent]'`) when thousands of concurrent streams must share "
+            "a few processes: the code is gevent-safe (no blocking C calls; its few threads become greenlets)",
+            SERVER, flag="--worker-class"),
+    Setting("GUNICORN_WORKER_CONNECTIONS", _positive, 1000, "most open connections per process with `gevent`",
+            SERVER),
+    Setting("GUNICORN_TIMEOUT", _positive, 60, "worker liveness check (with gthread it does not limit request length)",
+            SERVER, unit="s"),
+    Setting("GUNICORN_GRACEFUL_TIMEOUT", _positive, 300, "how long in-flight streams may finish on reload/stop",
+            SERVER, unit="s"),
+    # Above nginx's upstream keepalive_timeout (60 s), so the proxy never reuses a connection we just closed.
+    Setting("GUNICORN_KEEPALIVE", _positive, 75, "above nginx's upstream keep-alive", SERVER, unit="s"),
+    Setting("FORWARDED_ALLOW_IPS", _text, "127.0.0.1",
+            "proxies whose `X-Forwarded-*` headers are trusted (comma-separated, `*` for any)", SERVER),
+    Setting("LOG_LEVEL", _choice(*LOG_LEVELS), "info",
+            "gunicorn and app log level (`debug`, `info`, `warning`, `error` or `critical`); request bodies and API "
+            "keys are never logged", SERVER, flag="--log-level"),
+    Setting("GUNICORN_ACCESS_LOG", _text, "",
+            "gunicorn's own access log (`-` for stderr); the app writes its own, richer line anyway", SERVER,
+            shown_default="off"),
+    # gunicorn's defaults: oversized request lines and headers get a 4xx before the app runs.
+    Setting("GUNICORN_LIMIT_REQUEST_LINE", _count, 4094, "longest request line, in bytes (`0`: no limit)", SERVER),
+    Setting("GUNICORN_LIMIT_REQUEST_FIELDS", _positive, 100, "most header fields in a request", SERVER),
+    Setting("GUNICORN_LIMIT_REQUEST_FIELD_SIZE", _count, 8190, "longest header field, in bytes (`0`: no limit)",
+            SERVER),
+    # TLS straight from gunicorn, as FastChat's --ssl did with these two variables.
+    Setting("SSL_KEYFILE", _text, "", "TLS key: serve HTTPS directly (with `SSL_CERTFILE`)", SERVER),
+    Setting("SSL_CERTFILE", _text, "", "TLS certificate: serve HTTPS directly (with `SSL_KEYFILE`)", SERVER),
+    Setting("PROMETHEUS_MULTIPROC_DIR", _text, "",
+            "where the processes' metrics are kept; its `*.db` files are removed at start", SERVER,
+            shown_default="a temporary directory"),
+    # gunicorn's own default is one path per user ($XDG_RUNTIME_DIR or ~/.gunicorn), which a second instance on the
+    # machine would take over; so it is off unless given a path.
+    Setting("GUNICORN_CONTROL_SOCKET", _text, "",
+            "path of gunicorn's control socket (for `gunicornc`), one per instance; off when empty", SERVER,
+            shown_default="off"),
+]
+SETTINGS: dict[str, Setting] = {setting.name: setting for setting in _DECLARED}
+
+
+def read(environ: Mapping[str, str], reader: str) -> dict[str, Any]:
+    """Every setting `reader` reads, from `environ` or its default; raises ConfigError naming the first invalid one."""
+    return {name: setting.read(environ) for name, setting in SETTINGS.items() if setting.reader == reader}
+
+
+# ---------------------------------------------------------------------------------------------- README's tables
+def markdown_table(reader: str) -> str:
+    rows = ["| variable | default | meaning |", "|---|---|---|"]
+    for setting in SETTINGS.values():
+        if setting.reader == reader:
+            default = setting.default_text()
+            if setting.default in ((), ""):
+                default = f"*({default})*"
+            elif not setting.shown_default:
+                default = f"`{default}`"
+            rows.append(f"| `{setting.name}` | {default}{' ' + setting.unit if setting.unit else ''} "
+                        f"| {setting.help} |")
+    return "\n".join(rows) + "\n"
+
+
+def _marked(reader: str) -> re.Pattern:
+    """README's table of `reader`'s settings, between <!-- settings:READER --> and <!-- /settings:READER -->."""
+    return re.compile(rf"(<!-- settings:{reader} -->\n)(.*?)(<!-- /settings:{reader} -->)", re.S)
+
+
+def readme_tables(readme: str) -> dict[str, str]:
+    """The tables found in README's text, by reader."""
+    return {reader: match.group(2) for reader in (APP, SERVER) if (match := _marked(reader).search(readme))}
+
+
+def update_readme(readme: str) -> str:
+    for reader in (APP, SERVER):
+        readme = _marked(reader).sub(lambda match: match.group(1) + markdown_table(reader) + match.group(3), readme)
+    return readme
+
+
+if __name__ == "__main__":
+    # python -m app.settings --markdown             print both tables
+    # python -m app.settings --update-readme FILE   rewrite them in FILE (README.md)
+    if sys.argv[1:2] == ["--update-readme"] and len(sys.argv) == 3:
+        with open(sys.argv[2], encoding="utf-8") as file:
+            text = file.read()
+        with open(sys.argv[2], "w", encoding="utf-8") as file:
+            file.write(update_readme(text))
+    elif sys.argv[1:] == ["--markdown"]:
+        sys.stdout.write(markdown_table(APP) + "\n" + markdown_table(SERVER))
+    else:
+        sys.exit("usage: python -m app.settings --markdown | --update-readme README.md")

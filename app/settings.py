@@ -212,11 +212,13 @@ _DECLARED = [
     Setting("GUNICORN_ACCESS_LOG", _text, "",
             "gunicorn's own access log (`-` for stderr); the app writes its own, richer line anyway", SERVER,
             shown_default="off"),
-    # gunicorn's defaults: oversized request lines and headers get a 4xx before the app runs.
-    Setting("GUNICORN_LIMIT_REQUEST_LINE", _count, 4094, "longest request line, in bytes (`0`: no limit)", SERVER),
-    Setting("GUNICORN_LIMIT_REQUEST_FIELDS", _positive, 100, "most header fields in a request", SERVER),
-    Setting("GUNICORN_LIMIT_REQUEST_FIELD_SIZE", _count, 8190, "longest header field, in bytes (`0`: no limit)",
-            SERVER),
+    # gunicorn's defaults.
+    Setting("GUNICORN_LIMIT_REQUEST_LINE", _count, 4094,
+            "longest request line, in bytes; longer ones get a 4xx before the app runs (`0`: no limit)", SERVER),
+    Setting("GUNICORN_LIMIT_REQUEST_FIELDS", _positive, 100,
+            "most header fields in a request; more get a 4xx before the app runs", SERVER),
+    Setting("GUNICORN_LIMIT_REQUEST_FIELD_SIZE", _count, 8190,
+            "longest header field, in bytes; longer ones get a 4xx before the app runs (`0`: no limit)", SERVER),
     # TLS straight from gunicorn, as FastChat's --ssl did with these two variables.
     Setting("SSL_KEYFILE", _text, "", "TLS key: serve HTTPS directly (with `SSL_CERTFILE`)", SERVER),
     Setting("SSL_CERTFILE", _text, "", "TLS certificate: serve HTTPS directly (with `SSL_KEYFILE`)", SERVER),

@@ -2,8 +2,8 @@
 
 It accepts FastChat's API server flags, with the same defaults and meanings, plus the gateway's own options,
 translates them into the environment variables declared in app/settings.py (read by the app and by
-gunicorn.conf.py), and then replaces itself with gunicorn running the app
-(`python -m gunicorn -c gunicorn.conf.py --chdir REPO wsgi:app`), so that it runs exactly as `make run` does.
+gunicorn.conf.py), and then runs gunicorn in this process through its custom-application API, loading
+gunicorn.conf.py from the repository as `make run` (`gunicorn -c gunicorn.conf.py wsgi:app`) does.
 A flag that is not given leaves its variable as it is in the environment, so environment-based configuration
 keeps working; `--print-env` shows the result without starting anything.
 
@@ -20,6 +20,9 @@ import shlex
 import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+
+from gunicorn import util
+from gunicorn.app.base import Application
 
 import app as _app_package
 from app.settings import SETTINGS, Setting
@@ -220,7 +223,7 @@ def build_env(args: argparse.Namespace, base_env: Mapping[str, str]) -> dict[str
             path = Path(env[name].strip()).expanduser()
             if not path.is_file():
                 raise UsageError(f"--ssl: {name}={env[name]!r} is not a file")
-            env[name] = str(path.resolve())  # gunicorn runs with --chdir REPO_ROOT
+            env[name] = str(path.resolve())  # gunicorn runs from REPO_ROOT
     return env
 
 
@@ -249,8 +252,28 @@ def format_env(variables: Mapping[str, str]) -> str:
     return "".join(f"{name}={shlex.quote(value)}\n" for name, value in variables.items())
 
 
-def gunicorn_argv(config: Path) -> list[str]:
-    return [sys.executable, "-m", "gunicorn", "-c", str(config), "--chdir", str(REPO_ROOT), "wsgi:app"]
+class GatewayServer(Application):
+    """gunicorn with the settings of the config file (gunicorn.conf.py), run from the repository: what
+    `gunicorn -c CONFIG --chdir REPO wsgi:app` runs, without its command line."""
+
+    def __init__(self, config: Path):
+        self.config_file = config
+        super().__init__(prog="fastchat-gateway")
+
+    def load_config(self):
+        self.cfg.set("chdir", str(REPO_ROOT))
+        self.chdir()  # wsgi.py and the app are imported from the repository, wherever the script was started
+        self.load_config_from_file(str(self.config_file))
+
+    def load(self):
+        return util.import_app(self.cfg.wsgi_app or "wsgi:app")
+
+
+def serve(config: Path, env: Mapping[str, str]) -> None:
+    """Run gunicorn in this process with `env` as its environment, which gunicorn.conf.py and the workers read."""
+    os.environ.clear()
+    os.environ.update(env)
+    GatewayServer(config).run()
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -267,11 +290,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         sys.stdout.write(format_env(gateway_variables(env)))
         sys.stdout.flush()
         return 0
-    argv_ = gunicorn_argv(args.config)
-    sys.stdout.flush()
-    sys.stderr.flush()
-    os.execvpe(argv_[0], argv_, env)
-    return 1  # not reached: execvpe returns only by raising
+    serve(args.config, env)
+    return 0
 
 
 if __name__ == "__main__":

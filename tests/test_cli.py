@@ -1,7 +1,6 @@
 """`fastchat-gateway` (app/cli.py): FastChat's openai_api_server flags -> the environment gunicorn runs with."""
 import os
 import shlex
-import sys
 from pathlib import Path
 
 import pytest
@@ -20,24 +19,24 @@ def clean_environ(monkeypatch):
         monkeypatch.delenv(name)
 
 
-class Exec(Exception):
-    """Raised by the fake os.execvpe, which must not return."""
+class Served(Exception):
+    """Raised by the fake cli.serve, which does not return while gunicorn runs."""
 
 
-class ExecCalls(list):
-    Exec = Exec
+class ServeCalls(list):
+    Served = Served
 
 
 @pytest.fixture
-def execs(monkeypatch):
-    """Calls of os.execvpe, captured instead of replacing the test runner."""
-    calls = ExecCalls()
+def serves(monkeypatch):
+    """Calls of cli.serve (gunicorn in this process), captured instead of running gunicorn in the test runner."""
+    calls = ServeCalls()
 
-    def fake_execvpe(file, argv, env):
-        calls.append((file, argv, env))
-        raise Exec
+    def fake_serve(config, env):
+        calls.append((config, dict(env)))
+        raise Served
 
-    monkeypatch.setattr(os, "execvpe", fake_execvpe)
+    monkeypatch.setattr(cli, "serve", fake_serve)
     return calls
 
 
@@ -294,48 +293,76 @@ def test_ssl_paths_are_made_absolute(capsys, monkeypatch, tmp_path):
     (["--config", "/nonexistent/gunicorn.conf.py"], "argument --config"),
     (["--no-such-flag"], "unrecognized arguments"),
 ])
-def test_invalid_values_are_usage_errors(capsys, argv, text, execs):
+def test_invalid_values_are_usage_errors(capsys, argv, text, serves):
     assert text in usage_error(capsys, *argv)
-    assert execs == []
+    assert serves == []
 
 
-# --- --print-env and exec ----------------------------------------------------------------------------------------
-def test_print_env_prints_quoted_lines_and_does_not_exec(capsys, execs):
+# --- --print-env and serving -------------------------------------------------------------------------------------
+def test_print_env_prints_quoted_lines_and_does_not_serve(capsys, serves):
     printed = print_env(capsys, "--api-keys", "k 1,it's", "--host", "127.0.0.1", "--port", "8123",
                         "--allowed-origins", '["*"]', "--workers", "1")
     assert printed == {"API_KEYS": "k 1,it's", "BIND": "127.0.0.1:8123", "CORS_ALLOWED_ORIGINS": "*",
                        "CORS_ALLOWED_METHODS": "*", "CORS_ALLOWED_HEADERS": "*", "CORS_ALLOW_CREDENTIALS": "false",
                        "WEB_CONCURRENCY": "1"}
-    assert execs == []
+    assert serves == []
 
 
-def test_main_execs_gunicorn_with_the_config_and_environment(monkeypatch, execs):
+def test_main_serves_gunicorn_with_the_config_and_environment(monkeypatch, serves):
     monkeypatch.setenv("WORKER_READ_TIMEOUT", "12")
     monkeypatch.setenv("CONTROLLER_ADDRESS", "http://env-ctl:1")
-    with pytest.raises(execs.Exec):
+    with pytest.raises(serves.Served):
         cli.main(["--host", "127.0.0.1", "--port", "8123", "--worker-addresses", "http://w:1",
                   "--api-keys", "k1,k2", "--workers", "1", "--threads", "4", "--log-level", "warning"])
-    [(file, argv, env)] = execs
-    assert file == sys.executable
-    assert argv == [sys.executable, "-m", "gunicorn", "-c", str(REPO_ROOT / "gunicorn.conf.py"),
-                    "--chdir", str(REPO_ROOT), "wsgi:app"]
+    [(config, env)] = serves
+    assert config == REPO_ROOT / "gunicorn.conf.py"
     assert env["BIND"] == "127.0.0.1:8123"
     assert env["WORKER_ADDRESSES"] == "http://w:1" and "CONTROLLER_ADDRESS" not in env
     assert env["API_KEYS"] == "k1,k2"
     assert (env["WEB_CONCURRENCY"], env["GUNICORN_THREADS"], env["LOG_LEVEL"]) == ("1", "4", "warning")
     assert env["WORKER_READ_TIMEOUT"] == "12" and env["PATH"] == os.environ["PATH"]
-    assert os.environ["CONTROLLER_ADDRESS"] == "http://env-ctl:1"  # the caller's environment is not changed
+    assert os.environ["CONTROLLER_ADDRESS"] == "http://env-ctl:1"  # not changed before serving
 
 
-def test_main_uses_the_given_config_file(tmp_path, monkeypatch, execs):
+def test_main_uses_the_given_config_file(tmp_path, monkeypatch, serves):
     config = tmp_path / "other.conf.py"
     config.write_text("workers = 1\n")
     monkeypatch.chdir(tmp_path)
-    with pytest.raises(execs.Exec):
+    with pytest.raises(serves.Served):
         cli.main(["--config", "other.conf.py"])
-    [(_, argv, _)] = execs
-    assert argv[argv.index("-c") + 1] == str(config.resolve())
-    assert argv[argv.index("--chdir") + 1] == str(REPO_ROOT)
+    [(given, _)] = serves
+    assert given == config.resolve()
+
+
+# --- gunicorn in this process ------------------------------------------------------------------------------------
+def gateway_server(monkeypatch, tmp_path, config, **env):
+    """cli.GatewayServer(config) as serve() makes it, with `env` as the gateway's variables, started in tmp_path."""
+    monkeypatch.chdir(tmp_path)  # the previous directory is restored after the test
+    monkeypatch.syspath_prepend(str(REPO_ROOT))  # restored too: GatewayServer puts the repository on sys.path
+    monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", str(tmp_path))  # no temporary directory of gunicorn.conf.py's
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    return cli.GatewayServer(config)
+
+
+def test_gateway_server_loads_gunicorn_conf_from_the_repository(monkeypatch, tmp_path):
+    server = gateway_server(monkeypatch, tmp_path, cli.DEFAULT_CONFIG, BIND="127.0.0.1:8123", WEB_CONCURRENCY="3",
+                            GUNICORN_THREADS="5", LOG_LEVEL="warning")
+    assert os.getcwd() == str(REPO_ROOT)  # as --chdir REPO_ROOT
+    cfg = server.cfg
+    assert (cfg.bind, cfg.workers, cfg.threads, cfg.loglevel) == (["127.0.0.1:8123"], 3, 5, "warning")
+    assert cfg.wsgi_app == "wsgi:app" and cfg.control_socket_disable is True
+    assert cfg.graceful_timeout == 300 and callable(cfg.on_starting)  # the hooks are gunicorn.conf.py's
+
+
+def test_gateway_server_loads_a_given_config_and_the_repos_wsgi_app(monkeypatch, tmp_path):
+    config = tmp_path / "other.conf.py"
+    config.write_text("workers = 1\n")
+    server = gateway_server(monkeypatch, tmp_path, config)
+    assert os.getcwd() == str(REPO_ROOT)
+    assert server.cfg.workers == 1 and server.cfg.threads == 1  # gunicorn's defaults for the rest
+    app = server.load()  # wsgi:app, imported from the repository although started elsewhere
+    assert "/health" in {rule.rule for rule in app.url_map.iter_rules()}
 
 
 def test_console_script_is_declared():

@@ -1,5 +1,5 @@
 """The `fastchat-gateway` console script (app/cli.py) as a real process: FastChat's API server flags in, the app
-under gunicorn out (the script replaces itself with gunicorn, so its PID is gunicorn's master)."""
+under gunicorn out (the script runs gunicorn in its own process, so its PID is gunicorn's master)."""
 from __future__ import annotations
 
 import os
@@ -65,14 +65,29 @@ def test_console_script_is_installed():
     assert SCRIPT.is_file() and os.access(SCRIPT, os.X_OK), "run: .venv/bin/pip install -e '.[tokens,test]'"
 
 
-def test_script_became_gunicorn_in_the_repo(static_stack):
+def children(pid: int) -> list[int]:
+    """PIDs of the processes whose parent is `pid`."""
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:  # gone meanwhile
+            continue
+        if int(fields[1]) == pid:
+            found.append(int(stat.parent.name))
+    return found
+
+
+def test_script_is_gunicorns_master_in_the_repo(static_stack):
     pid = static_stack.proc.pid
     cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
-    assert b"gunicorn" in cmdline and b"wsgi:app" in cmdline  # exec'd: same PID, now gunicorn's master
-    assert os.readlink(f"/proc/{pid}/cwd") == str(cli.REPO_ROOT)  # --chdir, although started from run_dir
+    assert str(SCRIPT).encode() in cmdline  # the script itself, not a gunicorn it started or became
+    assert os.readlink(f"/proc/{pid}/cwd") == str(cli.REPO_ROOT)  # as --chdir, although started from run_dir
     log = static_stack.proc.log_text()
-    assert f"Listening at: http://127.0.0.1:{static_stack.port}" in log
+    assert f"Listening at: http://127.0.0.1:{static_stack.port} ({pid})" in log  # gunicorn's master is this PID
     assert log.count("Booting worker with pid") == 1  # --workers 1
+    [worker] = children(pid)
+    assert f"Booting worker with pid: {worker}" in log
 
 
 def test_models_need_one_of_the_keys(static_stack):
@@ -142,3 +157,10 @@ def test_usage_errors_exit_2_without_starting_gunicorn():
     assert done.returncode == 2 and "SSL_KEYFILE" in done.stderr
     done = run_script("--allowed-origins", "[*]")
     assert done.returncode == 2 and "argument --allowed-origins: invalid JSON" in done.stderr
+
+
+def test_sigterm_stops_it_as_it_stops_gunicorn(run_dir):
+    """SIGTERM reaches gunicorn's own handler in the script's process: a graceful stop with exit status 0."""
+    gateway = CliGateway(run_dir, "--workers", "1", name="cli-gateway-term")
+    assert gateway.proc.stop(grace=15) == 0
+    assert "Shutting down: Master" in gateway.proc.log_text()

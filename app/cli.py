@@ -36,9 +36,9 @@ FASTCHAT_PORT = 8000
 FASTCHAT_CONTROLLER = "http://localhost:21001"
 FASTCHAT_CORS_DEFAULT = ["*"]  # origins, methods and headers
 
-# The settings set by an option of their own, FastChat's first (in its help group), then the gateway's.
+# The settings set by an option of their own (its value as given, checked by the setting's parser).
 FLAG_SETTINGS: tuple[Setting, ...] = tuple(setting for setting in SETTINGS.values() if setting.flag)
-FASTCHAT_FLAGS = ("--controller-address", "--api-keys")
+FASTCHAT_FLAGS = ("--controller-address", "--api-keys")  # in the help's group of FastChat's options
 # Only one way of finding workers: the option of one unsets the other's variable.
 EXCLUSIVE = {"CONTROLLER_ADDRESS": "WORKER_ADDRESSES", "WORKER_ADDRESSES": "CONTROLLER_ADDRESS"}
 
@@ -90,7 +90,7 @@ def _setting(setting: Setting):
 
     def check(value: str) -> str:
         value = value.strip()
-        if not value and setting.default in ((), ""):
+        if not value and setting.off_by_default:
             return value
         try:
             parsed = setting.parse(value)

@@ -101,10 +101,15 @@ class Setting:
         except ValueError as exc:
             raise ConfigError(f"invalid {self.name}={raw!r}: {exc}") from None
 
+    @property
+    def off_by_default(self) -> bool:
+        """Whether the default is nothing: an empty list or text."""
+        return self.default in ((), "")
+
     def default_text(self) -> str:
         if self.shown_default:
             return self.shown_default
-        if self.default in ((), ""):
+        if self.off_by_default:
             return "empty" if isinstance(self.default, tuple) else "none"
         if isinstance(self.default, tuple):
             return ",".join(self.default)
@@ -245,7 +250,7 @@ def markdown_table(reader: str) -> str:
     for setting in SETTINGS.values():
         if setting.reader == reader:
             default = setting.default_text()
-            if setting.default in ((), ""):
+            if setting.off_by_default:
                 default = f"*({default})*"
             elif not setting.shown_default:
                 default = f"`{default}`"

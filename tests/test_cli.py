@@ -8,6 +8,7 @@ import pytest
 import app
 from app import cli
 from app.config import load_config
+from app.settings import SETTINGS
 
 REPO_ROOT = Path(app.__file__).resolve().parents[1]
 
@@ -83,6 +84,20 @@ def test_parser_defaults_and_help_name_fastchats_values(capsys):
     for text in ("(default: localhost)", "(default: 8000)", "(default: http://localhost:21001)",
                  "CORS is off unless --allowed-origins is given; FastChat allowed every origin by default"):
         assert text in out
+
+
+def test_setting_options_are_made_from_the_settings(capsys):
+    assert SETTINGS["CONTROLLER_ADDRESS"].default == cli.FASTCHAT_CONTROLLER  # so the help shows FastChat's
+    flagged = {setting.flag: setting for setting in SETTINGS.values() if setting.flag}
+    assert set(flagged) == {"--controller-address", "--worker-addresses", "--api-keys", "--workers", "--threads",
+                            "--worker-class", "--log-level"}
+    with pytest.raises(SystemExit):
+        cli.main(["--help"])
+    out = " ".join(capsys.readouterr().out.split())
+    for flag, setting in flagged.items():
+        assert f"{flag} {setting.name} " in out  # the option's metavar is its variable
+        assert f"env {setting.name} (default: {setting.default_text()}" in out
+        assert " ".join(setting.help.replace("`", "").split()) in out
 
 
 def test_default_config_is_the_repos_gunicorn_conf():

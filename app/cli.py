@@ -264,6 +264,11 @@ class GatewayServer(Application):
         self.cfg.set("chdir", str(REPO_ROOT))
         self.chdir()  # wsgi.py and the app are imported from the repository, wherever the script was started
         self.load_config_from_file(str(self.config_file))
+        # Then GUNICORN_CMD_ARGS over the file, as gunicorn's own command does.
+        from_env = self.cfg.parser().parse_args(self.cfg.get_cmd_args_from_env())
+        for name, value in vars(from_env).items():
+            if value is not None and name != "args":
+                self.cfg.set(name, value)
 
     def load(self):
         return util.import_app(self.cfg.wsgi_app or "wsgi:app")

@@ -355,6 +355,7 @@ def gateway_server(monkeypatch, tmp_path, config, **env):
     monkeypatch.chdir(tmp_path)  # the previous directory is restored after the test
     monkeypatch.syspath_prepend(str(REPO_ROOT))  # restored too: GatewayServer puts the repository on sys.path
     monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", str(tmp_path))  # no temporary directory of gunicorn.conf.py's
+    monkeypatch.delenv("GUNICORN_CMD_ARGS", raising=False)  # gunicorn's own, not a setting of ours
     for name, value in env.items():
         monkeypatch.setenv(name, value)
     return cli.GatewayServer(config)
@@ -368,6 +369,13 @@ def test_gateway_server_loads_gunicorn_conf_from_the_repository(monkeypatch, tmp
     assert (cfg.bind, cfg.workers, cfg.threads, cfg.loglevel) == (["127.0.0.1:8123"], 3, 5, "warning")
     assert cfg.wsgi_app == "wsgi:app" and cfg.control_socket_disable is True
     assert cfg.graceful_timeout == 300 and callable(cfg.on_starting)  # the hooks are gunicorn.conf.py's
+
+
+def test_gateway_server_takes_gunicorn_cmd_args_over_the_config(monkeypatch, tmp_path):
+    server = gateway_server(monkeypatch, tmp_path, cli.DEFAULT_CONFIG, GUNICORN_THREADS="5",
+                            GUNICORN_CMD_ARGS="--threads 9 --access-logformat '%(s)s'")
+    assert (server.cfg.threads, server.cfg.access_log_format) == (9, "%(s)s")
+    assert server.cfg.workers == SETTINGS["WEB_CONCURRENCY"].default  # the rest stays gunicorn.conf.py's
 
 
 def test_gateway_server_loads_a_given_config_and_the_repos_wsgi_app(monkeypatch, tmp_path):

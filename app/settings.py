@@ -233,7 +233,8 @@ _DECLARED = [
     # gunicorn's own default is one path per user ($XDG_RUNTIME_DIR or ~/.gunicorn), which a second instance on the
     # machine would take over; so it is off unless given a path.
     Setting("GUNICORN_CONTROL_SOCKET", _text, "",
-            "path of gunicorn's control socket (for `gunicornc`), one per instance; off when empty", SERVER,
+            "path of gunicorn's control socket (for `gunicornc`), this instance's own; off when empty (gunicorn's "
+            "default path is shared by all instances of a user, so a second gateway took over the first's)", SERVER,
             shown_default="off"),
 ]
 SETTINGS: dict[str, Setting] = {setting.name: setting for setting in _DECLARED}

@@ -34,9 +34,9 @@ class JsonSchema(fields.Field):
     def _deserialize(self, value, attr, data, **kwargs) -> dict:
         if not isinstance(value, dict):
             raise self.make_error("invalid")
+        refs = _refs_within_depth(value)  # first: the depth bounds what serialising below may recurse into
         if len(json.dumps(value)) > MAX_SCHEMA_CHARS:
             raise ValidationError(RangeMessage(f"A JSON Schema may have at most {MAX_SCHEMA_CHARS} characters."))
-        refs = _refs_within_depth(value)
         cls = validators.validator_for(value, default=Draft202012Validator)
         try:
             cls.check_schema(value)
@@ -226,7 +226,8 @@ def check_message(message: dict) -> None:
 
 
 def check_conversation(messages: list[dict]) -> None:
-    """Each tool message answers a call of an earlier assistant message (raised as messages[i].tool_call_id)."""
+    """For the messages field, once its list is loaded: each tool message answers a call of an earlier assistant
+    message (raised keyed by the message's index, so the error names messages[i].tool_call_id)."""
     called: set[str] = set()
     for index, message in enumerate(messages):
         called.update(call["id"] for call in message.get("tool_calls") or ())

@@ -122,8 +122,9 @@ class Tools(fields.Field):
 class ToolChoice(fields.Field):
     """"none", "auto", "required" or {"type": "function", "function": {"name": ...}}."""
 
+    # make_error formats these with str.format: braces are doubled.
     default_error_messages = {"invalid": 'Must be "none", "auto", "required" or '
-                                         '{"type": "function", "function": {"name": ...}}.'}
+                                         '{{"type": "function", "function": {{"name": ...}}}}.'}
 
     def _deserialize(self, value, attr, data, **kwargs):
         if value in CHOICES:
@@ -166,8 +167,8 @@ _JSON_SCHEMA_FORMAT = JsonSchemaFormat()
 class ResponseFormat(fields.Field):
     """{"type": "text"}, {"type": "json_object"} or {"type": "json_schema", "json_schema": {name, schema, ...}}."""
 
-    default_error_messages = {"invalid": 'Must be {"type": "text"}, {"type": "json_object"} or '
-                                         '{"type": "json_schema", "json_schema": {...}}.'}
+    default_error_messages = {"invalid": 'Must be {{"type": "text"}}, {{"type": "json_object"}} or '
+                                         '{{"type": "json_schema", "json_schema": {{...}}}}.'}
 
     def _deserialize(self, value, attr, data, **kwargs) -> dict:
         kind = value.get("type") if isinstance(value, dict) else None

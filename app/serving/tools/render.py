@@ -6,7 +6,7 @@ become user turns (FastChat templates have no tool role), and the offered tools 
 """
 from __future__ import annotations
 
-from app.serving.tools.formats import FIRST_USER, LAST_USER, SYSTEM, ToolFormat
+from app.serving.tools.formats import FIRST_USER, SYSTEM, ToolFormat
 
 
 def render_messages(fmt: ToolFormat, messages: list[dict], tools: list[dict] | None, tool_choice="auto",
@@ -95,6 +95,5 @@ def _user_target(rendered: list[dict], users: list[int], placement: str) -> int:
     """The index of the user message that carries the tools (a new first message if the client sent none)."""
     if users:
         return users[0] if placement == FIRST_USER else users[-1]
-    assert placement in (FIRST_USER, LAST_USER)
     rendered.insert(0, {"role": "user", "content": ""})
     return 0

@@ -111,3 +111,9 @@ def test_a_stream_cut_by_the_length_limit_ends_quietly():
     sent, finish = stream(['{"city": '], finish="length")
     finish()
     assert sent == '{"city": '
+
+
+def test_a_schema_whose_refs_cannot_be_followed_is_a_problem_not_a_crash():
+    schema = {"$id": "https://schemas.example/a", "properties": {"a": {"$ref": "other.json"}}}
+    rf = {"type": "json_schema", "json_schema": {"name": "a", "schema": schema}}
+    assert structured.check('{"a": 1}', rf).problem.startswith("the schema cannot be applied")

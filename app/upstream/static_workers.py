@@ -26,7 +26,7 @@ class _Status:
 
 
 class StaticWorkers:
-    """Same interface as Controller (list_models, has_model, get_worker_address), for a fixed worker list."""
+    """A WorkerSource (app.upstream.worker_source) for a fixed worker list, as Controller is for a controller."""
 
     def __init__(self, client: UpstreamClient, addresses: tuple[str, ...], *, timeout: Timeout, interval: float):
         self._client = client

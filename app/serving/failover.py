@@ -1,0 +1,39 @@
+"""Failover: run an attempt on a worker for a model, and replace a worker that cannot be reached by another.
+
+Only unreachable workers are replaced: nothing was generated and nothing sent to the client yet. A timed-out or
+erring worker may have done the work already, so any other failure is raised as it is.
+"""
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import TypeVar
+
+from app.errors import model_not_found
+from app.upstream.errors import UNAVAILABLE, UpstreamError
+from app.upstream.worker_source import WorkerSource
+
+logger = logging.getLogger(__name__)
+T = TypeVar("T")
+
+
+def run_on_worker(source: WorkerSource, model: str, attempt: Callable[[str], T], failover_attempts: int) -> T:
+    """attempt(worker address) on a worker serving `model`; raises 404 for a model nobody serves.
+
+    When the worker cannot be reached, the failure is reported (cooldown, controller refresh) and up to
+    `failover_attempts` other workers are tried; the last failure is raised.
+    """
+    if not source.has_model(model):
+        raise model_not_found(model)
+    for tries_left in range(failover_attempts, -1, -1):
+        address = source.get_worker_address(model)
+        try:
+            return attempt(address)
+        except UpstreamError as exc:
+            if exc.kind != UNAVAILABLE or exc.upstream != "worker":
+                raise
+            source.report_failure(address)
+            if not tries_left:
+                raise
+            logger.warning("worker %s for %s unreachable; trying another (%s)", address, model, exc.message)
+    raise AssertionError("unreachable")  # the loop returns or raises

@@ -23,8 +23,8 @@ import datetime
 import json
 import os
 import platform
-import subprocess
 import shutil
+import subprocess
 import tempfile
 import time
 import traceback

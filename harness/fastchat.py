@@ -16,7 +16,6 @@ import requests
 from harness.procs import REPO_ROOT, Proc, ProcError, free_port, wait_until
 
 VENV_SCRIPT = Path(__file__).resolve().with_name("fastchat_venv.sh")
-PREREQ_EXIT_CODE = 3  # fastchat_venv.sh: "prerequisite missing" (CPU torch wheel)
 VENVS = {  # mode of fastchat_venv.sh -> (environment variable, default folder)
     "controller": ("FASTCHAT_VENV", REPO_ROOT / ".venv-fastchat"),
     "model-worker": ("FASTCHAT_TORCH_VENV", REPO_ROOT / ".venv-fastchat-torch"),

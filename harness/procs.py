@@ -58,7 +58,6 @@ class Proc:
         log_dir: str | os.PathLike,
         name: str | None = None,
         env: Mapping[str, str] | None = None,
-        extra_env: Mapping[str, str] | None = None,
         cwd: str | os.PathLike | None = None,
     ) -> None:
         self.cmd = [str(c) for c in cmd]
@@ -71,8 +70,6 @@ class Proc:
             n += 1
             self.log_path = log_dir / f"{self.name}.{n}.log"
         full_env = dict(os.environ if env is None else env)
-        if extra_env:
-            full_env.update(extra_env)
         full_env.setdefault("PYTHONUNBUFFERED", "1")
         self._log = open(self.log_path, "wb")
         self._log.write(("$ " + " ".join(self.cmd) + "\n").encode())

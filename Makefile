@@ -37,11 +37,11 @@ reliability: $(VENV)/.installed-test
 
 # Direct workers vs FastChat's openai_api_server vs the gateway, side by side; writes bench/results/.
 bench: $(VENV)/.installed-bench
-	$(BIN)/python bench/benchmark.py $(BENCH_ARGS)
+	$(BIN)/python -m bench.benchmark $(BENCH_ARGS)
 
 # Where the gateway's CPU goes under the benchmark's load (py-spy); PROFILE_ARGS="--stream --concurrency 64".
 profile: $(VENV)/.installed-bench
-	$(BIN)/python bench/profile_gateway.py $(PROFILE_ARGS)
+	$(BIN)/python -m bench.profile_gateway $(PROFILE_ARGS)
 
 # A local stack with simulated workers and no controller; Ctrl-C stops it. Needs the openai SDK for its example.
 demo: $(VENV)/.installed-test

@@ -1,6 +1,6 @@
 """The benchmark's chart: throughput and latency by concurrency, direct / FastChat / gateway side by side.
 
-    python bench/chart.py bench/results/benchmark.json bench/results/benchmark.png
+    python -m bench.chart bench/results/benchmark.json bench/results/benchmark.png
 """
 from __future__ import annotations
 

@@ -1,7 +1,6 @@
-#!/usr/bin/env python3
 """Where the gateway's CPU goes: py-spy samples of one gunicorn worker under the benchmark's load.
 
-    make profile                                         # non-streamed chat, c=16, 10 s
+    make profile                                         # = .venv/bin/python -m bench.profile_gateway
     make profile PROFILE_ARGS="--stream --concurrency 64"
 
 Starts the benchmark's FastChat controller and simulated workers and the gateway with its default settings (no
@@ -22,8 +21,11 @@ import sys
 import tempfile
 from pathlib import Path
 
-import benchmark
-import loadgen
+import psutil
+
+from bench import benchmark, loadgen
+from bench.report import log
+from bench.stack import Stack
 
 _LINE_NUMBER = re.compile(r":\d+\)$")
 _FILE = re.compile(r"\(([^()]*?)(?::\d+)?\)$")
@@ -99,31 +101,31 @@ def main(argv: list[str] | None = None) -> int:
 
     loadgen.raise_nofile_limit()
     run_dir = Path(tempfile.mkdtemp(prefix="fastchat-gateway-profile-"))
-    stack = benchmark.Stack(run_dir, dict(benchmark.PROFILES["full"]), benchmark.parse_env(args.gateway_env),
+    stack = Stack(run_dir, dict(benchmark.PROFILES["full"]), benchmark.parse_env(args.gateway_env),
                             with_fastchat=False)
     try:
         stack.start()
         pool = "stream" if args.stream else "chat"
         target = benchmark.make_target(stack, "gateway", pool, args.stream, {})
         loadgen.run_load(target, args.concurrency, 10 * args.concurrency, 2.0)  # warm: connections, caches
-        worker = benchmark._children(stack.gateway.pid)[0]
+        worker = psutil.Process(stack.gateway.proc.pid).children()[0].pid
         command = [py_spy, "record", "--format", "raw", "--output", str(out), "--rate", str(args.rate),
                    "--duration", str(max(1, round(args.seconds))), "--pid", str(worker), "--nonblocking"]
         if not args.all_threads:
             command.append("--gil")
-        benchmark.log(f"profiling gateway worker {worker}: {scenario}, {args.seconds:.0f} s")
+        log(f"profiling gateway worker {worker}: {scenario}, {args.seconds:.0f} s")
         spy = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
         result = loadgen.run_load(target, args.concurrency, 10**6, args.seconds)
         _, errors = spy.communicate(timeout=args.seconds + 60)
         if spy.returncode != 0 or not out.exists():
             raise SystemExit(f"py-spy failed ({spy.returncode}): {errors.strip()[-500:]}")
-        benchmark.log(f"load: {result['rps']:.0f} {'streams' if args.stream else 'requests'}/s, "
+        log(f"load: {result['rps']:.0f} {'streams' if args.stream else 'requests'}/s, "
                       f"{result['errors']} errors")
     finally:
         stack.stop()
         shutil.rmtree(run_dir, ignore_errors=True)
     print_summary(summarize(out.read_text().splitlines()), args.top)
-    benchmark.log(f"\ncollapsed stacks: {out}")
+    log(f"\ncollapsed stacks: {out}")
     return 0
 
 

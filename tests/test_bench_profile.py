@@ -1,13 +1,7 @@
-"""bench/profile.py's summary of py-spy's collapsed stacks."""
-import sys
-from pathlib import Path
-
+"""bench/profile_gateway.py's summary of py-spy's collapsed stacks."""
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path[:0] = [str(ROOT / "bench"), str(ROOT / "tests" / "e2e")]  # as bench/benchmark.py finds its helpers
-
-import profile_gateway as profile  # noqa: E402
+from bench import profile_gateway as profile
 
 STACKS = [
     "handle (gunicorn/workers/gthread.py:10);wsgi_app (flask/app.py:20);load (marshmallow/schema.py:30) 3",

@@ -11,9 +11,11 @@ from pathlib import Path
 import pytest
 import requests
 
-import procs
 from app import cli
-from stack import BIN, SimulatedWorker, wait_registered
+from harness import procs
+from harness.fastchat import wait_registered
+from harness.gateway import BIN
+from harness.simworkers import SimulatedWorker
 
 SCRIPT = BIN / "fastchat-gateway"
 CHAT = {"model": "sim-model", "messages": [{"role": "user", "content": "Tell me something"}], "max_tokens": 8}

@@ -14,7 +14,7 @@ import pytest
 import requests
 from gunicorn.ctl.client import ControlClient
 
-from stack import Gateway
+from harness.gateway import Gateway
 
 
 @pytest.fixture

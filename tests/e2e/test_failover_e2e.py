@@ -1,7 +1,9 @@
 """Two workers for one model, one killed: new requests keep succeeding, with and without a controller."""
 import openai
 
-from stack import Gateway, SimulatedWorker, wait_registered
+from harness.fastchat import wait_registered
+from harness.gateway import Gateway
+from harness.simworkers import SimulatedWorker
 
 
 def run_requests(gateway, model, count=20):

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import os
 
-import procs
+from harness import fastchat, procs
 
 
 def _is_zombie_free(pid: int) -> bool:
@@ -33,7 +33,7 @@ def test_controller_answers_list_models(fastchat_controller):
 
 
 def test_fresh_controller_is_empty_and_stops(fastchat_venv, run_dir):
-    with procs.FastChatController(
+    with fastchat.FastChatController(
         fastchat_venv / "bin" / "python", run_dir, name="fresh-controller"
     ) as ctl:
         resp = ctl.post("/list_models")
@@ -64,7 +64,7 @@ def test_register_fake_worker(fastchat_controller):
     assert resp.json() == {"address": ""}
 
 
-# --- the harness itself (tests/e2e/procs.py) --------------------------------
+# --- the harness itself (harness/procs.py) -----------------------------------
 
 def test_proc_kills_a_process_that_ignores_sigterm(run_dir):
     import sys

@@ -9,7 +9,9 @@ import openai
 import pytest
 import requests
 
-from stack import Gateway, SimulatedWorker, wait_registered
+from harness.fastchat import wait_registered
+from harness.gateway import Gateway
+from harness.simworkers import SimulatedWorker
 
 KEY = "sk-e2e"
 VICUNA_SYSTEM = ("A chat between a curious user and an artificial intelligence assistant. The assistant gives "

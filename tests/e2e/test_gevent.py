@@ -7,7 +7,8 @@ import openai
 import pytest
 import requests
 
-from stack import Gateway, SimulatedWorker
+from harness.gateway import Gateway
+from harness.simworkers import SimulatedWorker
 
 
 @pytest.fixture(scope="module")

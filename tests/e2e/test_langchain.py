@@ -3,7 +3,8 @@ import pytest
 from langchain_core.messages import HumanMessage, SystemMessage
 from langchain_openai import ChatOpenAI
 
-from stack import Gateway, SimulatedWorker
+from harness.gateway import Gateway
+from harness.simworkers import SimulatedWorker
 
 
 @pytest.fixture(scope="module")

@@ -6,7 +6,8 @@ from concurrent.futures import ThreadPoolExecutor
 
 import requests
 
-from stack import Gateway, SimulatedWorker
+from harness.gateway import Gateway
+from harness.simworkers import SimulatedWorker
 
 
 def test_metrics_ready_request_ids_header_limits_and_key_file(run_dir, tmp_path):

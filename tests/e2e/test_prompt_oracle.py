@@ -3,7 +3,7 @@ registers, as a 0.2.36 worker would send it, with single-turn, multi-turn and sy
 import pytest
 
 from app.serving.prompt import Template, build_prompt, detect_numbering
-from oracle import CONVERSATIONS, fastchat_renderings
+from tests.e2e.oracle import CONVERSATIONS, fastchat_renderings
 
 
 @pytest.fixture(scope="module")

@@ -1,6 +1,6 @@
 """Build a tiny, random-weight Llama chat model that a real FastChat worker can serve.
 
-Runs INSIDE the model-worker virtualenv made by ``tests/e2e/fastchat_venv.sh
+Runs INSIDE the model-worker virtualenv made by ``harness/fastchat_venv.sh
 model-worker DIR`` (it needs torch, transformers and tokenizers; none of these
 are dependencies of fastchat-gateway).
 

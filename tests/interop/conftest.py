@@ -3,39 +3,30 @@ worker serving a tiny, locally built Llama model on the CPU.
 
 The worker runs from its own virtualenv with CPU torch (``.venv-fastchat-torch``
 at the repo root, or ``$FASTCHAT_TORCH_VENV``), made by
-``tests/e2e/fastchat_venv.sh model-worker``.  Without the CPU torch 2.13.0
+``harness/fastchat_venv.sh model-worker``.  Without the CPU torch 2.13.0
 wheel the fixtures FAIL with "prerequisite missing: ..." (never skip).
-The process harness is shared with tests/e2e (tests/e2e/procs.py).
+The processes come from harness/, as in tests/e2e.
 """
 
 from __future__ import annotations
 
 import json
-import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-_HERE = Path(__file__).resolve().parent
-_E2E = _HERE.parent / "e2e"
-if str(_E2E) not in sys.path:  # share tests/e2e/procs.py (tests/e2e is no package)
-    sys.path.insert(0, str(_E2E))
+from harness import fastchat, procs, sampling
 
-import procs
-
-BUILD_TINY_MODEL = _HERE / "build_tiny_model.py"
+BUILD_TINY_MODEL = Path(__file__).resolve().with_name("build_tiny_model.py")
 TINY_MODEL_NAME = "tiny-vicuna-test"
-
-
 
 
 @pytest.fixture(scope="session")
 def fastchat_model_worker_venv() -> Path:
     """Path of the FastChat virtualenv with CPU torch + transformers, made if needed."""
-    path = Path(os.environ.get("FASTCHAT_TORCH_VENV") or procs.REPO_ROOT / ".venv-fastchat-torch")
-    procs.require(procs.ensure_fastchat_venv, "model-worker", path)
+    path = fastchat.venv_path("model-worker")
+    procs.require(fastchat.ensure_fastchat_venv, "model-worker", path)
     return path
 
 
@@ -46,7 +37,7 @@ def tiny_model_path(fastchat_model_worker_venv, tmp_path_factory, run_dir) -> Pa
     res = subprocess.run(
         [str(fastchat_model_worker_venv / "bin" / "python"), str(BUILD_TINY_MODEL), str(outdir)],
         check=False, stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=600,
-        env=procs.fastchat_env(run_dir),
+        env=fastchat.fastchat_env(run_dir),
     )
     if res.returncode != 0:
         pytest.fail(f"building the tiny model failed (exit {res.returncode}):\n"
@@ -59,7 +50,7 @@ def tiny_model_path(fastchat_model_worker_venv, tmp_path_factory, run_dir) -> Pa
 @pytest.fixture(scope="session")
 def interop_controller(fastchat_model_worker_venv, run_dir):
     """A real FastChat controller (from the torch venv) for the real workers."""
-    ctl = procs.require(procs.FastChatController, fastchat_model_worker_venv / "bin" / "python", run_dir,
+    ctl = procs.require(fastchat.FastChatController, fastchat_model_worker_venv / "bin" / "python", run_dir,
                         name="interop-controller")
     try:
         yield ctl
@@ -72,9 +63,9 @@ def tiny_model_worker(fastchat_model_worker_venv, tiny_model_path, interop_contr
     """A real ``fastchat.serve.model_worker`` serving the tiny model on CPU,
     registered with ``interop_controller``.  Attributes: address, model_name,
     proc, start_seconds, start_rss_kib."""
-    worker = procs.require(procs.FastChatModelWorker, fastchat_model_worker_venv / "bin" / "python", tiny_model_path,
+    worker = procs.require(fastchat.FastChatModelWorker, fastchat_model_worker_venv / "bin" / "python", tiny_model_path,
                            interop_controller.address, run_dir, name="tiny-model-worker")
-    worker.start_rss_kib = worker.proc.rss_kib()
+    worker.start_rss_kib = sampling.rss_kib(worker.proc.pid)
     metrics = {"worker_start_seconds": round(worker.start_seconds, 2),
                "worker_rss_mib_after_start": round((worker.start_rss_kib or 0) / 1024, 1)}
     (run_dir / "tiny-model-worker-metrics.json").write_text(json.dumps(metrics, indent=2))

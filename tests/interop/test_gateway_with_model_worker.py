@@ -7,8 +7,8 @@ import pytest
 import requests
 
 from app.serving.prompt import Template, build_prompt
-from oracle import CONVERSATIONS, fastchat_renderings
-from stack import Gateway
+from harness.gateway import Gateway
+from tests.e2e.oracle import CONVERSATIONS, fastchat_renderings
 
 
 @pytest.fixture(scope="module")

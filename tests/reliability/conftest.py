@@ -6,23 +6,17 @@ from __future__ import annotations
 
 import json
 import os
-import sys
 import time
 from pathlib import Path
 
 import pytest
 
-_HERE = Path(__file__).resolve().parent
-_E2E = _HERE.parent / "e2e"
-if str(_E2E) not in sys.path:  # share tests/e2e/procs.py and stack.py (tests/e2e is no package)
-    sys.path.insert(0, str(_E2E))
+from harness.gateway import Gateway
+from harness.procs import REPO_ROOT
+from harness.simworkers import SimulatedWorker
 
-import procs  # noqa: E402
-from stack import Gateway, SimulatedWorker  # noqa: E402
-
-REPORT = Path(os.environ.get("RELIABILITY_REPORT", procs.REPO_ROOT / "reports" / "reliability.json"))
+REPORT = Path(os.environ.get("RELIABILITY_REPORT", REPO_ROOT / "reports" / "reliability.json"))
 KEY = "sk-reliability"
-
 
 
 class Report:
@@ -51,7 +45,6 @@ def report():
     collected = Report()
     yield collected
     collected.write()
-
 
 
 @pytest.fixture(scope="session")

@@ -40,8 +40,10 @@ import openai
 import pytest
 import requests
 
-import procs
-from stack import SIMULATED_WORKER, Gateway, wait_registered
+from harness import fastchat as procs  # this file's procs.* names: Proc, free_port and the FastChat venv and controller
+from harness.fastchat import wait_registered
+from harness.gateway import Gateway
+from harness.simworkers import SIMULATED_WORKER
 
 KEY = "sk-reliability"  # the shared `gateway` fixture's key (tests/reliability/conftest.py)
 AUTH = {"Authorization": f"Bearer {KEY}"}

@@ -620,7 +620,7 @@ def gevent_gateway(run_dir, sim_worker):
     """gunicorn's gthread worker reads a request's head and body on a thread with no timeout, so each stalled
     client holds a thread (the README says so, and that nginx, which buffers requests, or the gevent worker class
     is the answer). This is the gevent one, where a stalled client costs a greenlet."""
-    from stack import Gateway
+    from harness.gateway import Gateway
 
     gateway = Gateway(run_dir, name="gateway-reliability-gevent", WORKER_ADDRESSES=sim_worker.address,
                       API_KEYS="sk-reliability", GUNICORN_WORKER_CLASS="gevent")

@@ -23,7 +23,8 @@ from dataclasses import dataclass, field
 import pytest
 import requests
 
-from stack import Gateway, SimulatedWorker
+from harness.gateway import Gateway
+from harness.simworkers import SimulatedWorker
 
 SOAK_SECONDS = float(os.environ.get("SOAK_SECONDS", "120"))
 WARMUP_SECONDS = 5.0

@@ -1,0 +1,59 @@
+"""Simulated FastChat workers (bench/simulated_worker.py) as processes on free ports of 127.0.0.1."""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import requests
+
+from harness.procs import REPO_ROOT, Proc, free_port
+
+SIMULATED_WORKER = REPO_ROOT / "bench" / "simulated_worker.py"
+
+
+def command(port: int, model: str, *args: str, controller: str | None = None) -> list[str]:
+    """The command line of a simulated worker, to run from REPO_ROOT: the only place that says how one starts.
+    Registered with ``controller`` when one is given (heart-beating), else standalone (``--no-register``)."""
+    cmd = [sys.executable, str(SIMULATED_WORKER), "--host", "127.0.0.1", "--port", str(port), "--model-names", model,
+           *args]
+    return cmd + (["--controller-address", controller] if controller else ["--no-register"])
+
+
+class SimulatedWorker:
+    """A simulated worker serving ``model`` on a free port; ``start()`` again after ``stop()`` reuses that port.
+
+    ``wait=False`` returns at once (start several, then ``wait_ready()`` on each)."""
+
+    def __init__(self, run_dir: Path, *args: str, controller: str | None = None, model: str = "sim-model",
+                 name: str = "sim-worker", wait: bool = True):
+        self.run_dir = run_dir
+        self.name = name
+        self.model = model
+        self.port = free_port()
+        self.address = f"http://127.0.0.1:{self.port}"
+        self.cmd = command(self.port, model, *args, controller=controller)
+        self.proc: Proc | None = None
+        self.start(wait=wait)
+
+    def start(self, wait: bool = True) -> None:
+        self.proc = Proc(self.cmd, log_dir=self.run_dir, name=self.name, cwd=REPO_ROOT)
+        if wait:
+            self.wait_ready()
+
+    def wait_ready(self, timeout: float = 15) -> None:
+        try:
+            self.proc.wait_http(f"{self.address}/worker_get_status", method="POST", timeout=timeout,
+                                ok=lambda r: r.status_code == 200)
+        except BaseException:
+            self.proc.stop()
+            raise
+
+    def stats(self) -> dict:
+        return requests.get(f"{self.address}/sim/stats", timeout=5).json()
+
+    def reset(self) -> None:
+        requests.post(f"{self.address}/sim/reset", timeout=5).raise_for_status()
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            self.proc.stop()

@@ -22,7 +22,9 @@ ABOVE = {
 
 
 def modules(layer: str) -> list[str]:
-    return [f"app.{layer}.{info.name}" for info in pkgutil.iter_modules([str(APP / layer)])]
+    """Every module of the layer, in its subpackages too."""
+    return [info.name for info in pkgutil.walk_packages([str(APP / layer)], prefix=f"app.{layer}.")
+            if not info.ispkg]
 
 
 def imported_names(module: str) -> set[str]:

@@ -33,6 +33,8 @@ import time
 from collections.abc import Callable, Sequence
 from urllib.parse import urlsplit
 
+from harness import sse
+
 __all__ = [
     "Target", "LoadResult", "HoldResult", "run_load", "run_hold", "chat_request", "worker_request",
     "raise_nofile_limit", "percentile",
@@ -143,71 +145,67 @@ class WorkerJSONHandler(OpenAIJSONHandler):
 
 
 class SSEHandler:
-    """OpenAI server-sent events: parse until the first content, then only scan for [DONE] and errors."""
-    __slots__ = ("buf", "ttft", "tail", "done", "error", "events")
+    """OpenAI server-sent events, split by harness.sse.Reader (lenient: any SSE framing): JSON is decoded until
+    the first content, later events are only scanned for error objects."""
+    __slots__ = ("reader", "ttft", "error", "bad", "events")
 
     def __init__(self):
-        self.buf = b""
+        self.reader = sse.Reader(lenient=True)
         self.ttft = None
-        self.tail = b""
-        self.done = False
         self.error = False
+        self.bad = False
         self.events = 0
 
     def feed(self, data: bytes, now: float) -> None:
+        if self.bad:
+            return
+        try:
+            payloads = self.reader.feed(data)
+        except sse.SSEError:
+            self.bad = True
+            return
+        self.events += len(payloads)
         if self.ttft is None:
-            buf = self.buf + data
-            if b"\r" in buf:
-                buf = buf.replace(b"\r\n", b"\n")
-            while self.ttft is None:
-                end = buf.find(b"\n\n")
-                if end < 0:
+            for i, payload in enumerate(payloads):
+                if payload != sse.DONE and self._event(payload, now):
+                    payloads = payloads[i + 1:]
                     break
-                event, buf = buf[:end], buf[end + 2:]
-                self.events += 1
-                self._event(event, now)
-            self.buf = buf
-            if self.ttft is None:
+            else:
                 return
-            data, self.buf = buf, b""
-            if not data:
-                return
-        scan = self.tail + data
-        self.events += scan.count(b"\n\n") - self.tail.count(b"\n\n")
-        if b"[DONE]" in scan:
-            self.done = True
-        if _ERROR_RE.search(scan):
-            self.error = True
-        self.tail = scan[-24:]
+        for payload in payloads:
+            if b'"error' in payload and _ERROR_RE.search(payload):
+                self.error = True
 
-    def _event(self, event: bytes, now: float) -> None:
-        for line in event.split(b"\n"):
-            if not line.startswith(b"data:"):
-                continue
-            payload = line[5:].strip()
-            if payload == b"[DONE]":
-                self.done = True
-                return
-            try:
-                obj = json.loads(payload)
-            except ValueError:
-                self.error = True
-                return
-            if not isinstance(obj, dict) or "error" in obj or obj.get("object") == "error" or (
-                    obj.get("error_code") not in (None, 0)):
-                self.error = True
-                return
-            choices = obj.get("choices")
-            if choices:
-                first = choices[0]
-                if (first.get("delta") or {}).get("content") or first.get("text"):
-                    self.ttft = now
+    def _event(self, payload: bytes, now: float) -> bool:
+        """Decode one event before the first content; True once that content has arrived."""
+        try:
+            obj = json.loads(payload)
+        except ValueError:
+            self.error = True
+            return False
+        if not isinstance(obj, dict) or "error" in obj or obj.get("object") == "error" or (
+                obj.get("error_code") not in (None, 0)):
+            self.error = True
+            return False
+        choices = obj.get("choices")
+        if choices:
+            first = choices[0]
+            if (first.get("delta") or {}).get("content") or first.get("text"):
+                self.ttft = now
+                return True
+        return False
 
     def finish(self) -> str | None:
+        if self.bad:
+            return "bad_body"
         if self.error:
             return "error_event"
-        if not self.done:
+        if not self.reader.done:
             return "no_done"
+        try:
+            self.reader.close()
+        except sse.SSEError:
+            return "bad_body"
         if self.ttft is None:
             return "empty"
         return None

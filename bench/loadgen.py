@@ -1,4 +1,5 @@
-"""Load generator for bench/benchmark.py: asyncio, raw HTTP/1.1 over keep-alive connections, stdlib only.
+"""Load generator for bench/benchmark.py: asyncio, raw HTTP/1.1 over keep-alive connections, stdlib only (and
+the project's harness/sse.py).
 
 One connection per concurrent client; each client sends its next request as soon as the previous response has
 ended. Per request it records the send time, the time of the first content token (streams only) and the time of
@@ -8,7 +9,8 @@ the last byte, and an error label or None:
 - ``timeout``, ``conn:<Exception>``, ``exc:<Exception>``: the request did not complete;
 - ``no_done`` (an SSE stream without ``data: [DONE]``), ``error_event`` (an SSE ``error`` object in the stream),
   ``worker_error`` (a worker frame or reply with a non-zero ``error_code``), ``no_finish`` (a worker stream whose
-  last frame has no ``finish_reason``), ``empty`` (no generated text at all), ``bad_body`` (unparsable body).
+  last frame has no ``finish_reason``), ``empty`` (no generated text at all), ``bad_body`` (unparsable body, or SSE
+  framing that harness/sse.py refuses even leniently: a field other than ``data``, an event after ``[DONE]``).
 
 Time to first token (TTFT) is send -> the first SSE ``data:`` event whose JSON has a non-empty
 ``choices[0].delta.content`` (or ``choices[0].text``), or, for a FastChat worker's own stream, the first

@@ -1,4 +1,5 @@
-"""Load generator for bench/benchmark.py: asyncio, raw HTTP/1.1 over keep-alive connections, stdlib only.
+"""Load generator for bench/benchmark.py: asyncio, raw HTTP/1.1 over keep-alive connections, stdlib only (and
+the project's harness/sse.py).
 
 One connection per concurrent client; each client sends its next request as soon as the previous response has
 ended. Per request it records the send time, the time of the first content token (streams only) and the time of
@@ -8,7 +9,8 @@ the last byte, and an error label or None:
 - ``timeout``, ``conn:<Exception>``, ``exc:<Exception>``: the request did not complete;
 - ``no_done`` (an SSE stream without ``data: [DONE]``), ``error_event`` (an SSE ``error`` object in the stream),
   ``worker_error`` (a worker frame or reply with a non-zero ``error_code``), ``no_finish`` (a worker stream whose
-  last frame has no ``finish_reason``), ``empty`` (no generated text at all), ``bad_body`` (unparsable body).
+  last frame has no ``finish_reason``), ``empty`` (no generated text at all), ``bad_body`` (unparsable body, or SSE
+  framing that harness/sse.py refuses even leniently: a field other than ``data``, an event after ``[DONE]``).
 
 Time to first token (TTFT) is send -> the first SSE ``data:`` event whose JSON has a non-empty
 ``choices[0].delta.content`` (or ``choices[0].text``), or, for a FastChat worker's own stream, the first
@@ -32,6 +34,8 @@ import socket
 import time
 from collections.abc import Callable, Sequence
 from urllib.parse import urlsplit
+
+from harness import sse
 
 __all__ = [
     "Target", "LoadResult", "HoldResult", "run_load", "run_hold", "chat_request", "worker_request",
@@ -143,71 +147,67 @@ class WorkerJSONHandler(OpenAIJSONHandler):
 
 
 class SSEHandler:
-    """OpenAI server-sent events: parse until the first content, then only scan for [DONE] and errors."""
-    __slots__ = ("buf", "ttft", "tail", "done", "error", "events")
+    """OpenAI server-sent events, split by harness.sse.Reader (lenient: any SSE framing): JSON is decoded until
+    the first content, later events are only scanned for error objects."""
+    __slots__ = ("reader", "ttft", "error", "bad", "events")
 
     def __init__(self):
-        self.buf = b""
+        self.reader = sse.Reader(lenient=True)
         self.ttft = None
-        self.tail = b""
-        self.done = False
         self.error = False
+        self.bad = False
         self.events = 0
 
     def feed(self, data: bytes, now: float) -> None:
+        if self.bad:
+            return
+        try:
+            payloads = self.reader.feed(data)
+        except sse.SSEError:
+            self.bad = True
+            return
+        self.events += len(payloads)
         if self.ttft is None:
-            buf = self.buf + data
-            if b"\r" in buf:
-                buf = buf.replace(b"\r\n", b"\n")
-            while self.ttft is None:
-                end = buf.find(b"\n\n")
-                if end < 0:
+            for i, payload in enumerate(payloads):
+                if payload != sse.DONE and self._event(payload, now):
+                    payloads = payloads[i + 1:]
                     break
-                event, buf = buf[:end], buf[end + 2:]
-                self.events += 1
-                self._event(event, now)
-            self.buf = buf
-            if self.ttft is None:
+            else:
                 return
-            data, self.buf = buf, b""
-            if not data:
-                return
-        scan = self.tail + data
-        self.events += scan.count(b"\n\n") - self.tail.count(b"\n\n")
-        if b"[DONE]" in scan:
-            self.done = True
-        if _ERROR_RE.search(scan):
-            self.error = True
-        self.tail = scan[-24:]
+        for payload in payloads:
+            if b'"error' in payload and _ERROR_RE.search(payload):
+                self.error = True
 
-    def _event(self, event: bytes, now: float) -> None:
-        for line in event.split(b"\n"):
-            if not line.startswith(b"data:"):
-                continue
-            payload = line[5:].strip()
-            if payload == b"[DONE]":
-                self.done = True
-                return
-            try:
-                obj = json.loads(payload)
-            except ValueError:
-                self.error = True
-                return
-            if not isinstance(obj, dict) or "error" in obj or obj.get("object") == "error" or (
-                    obj.get("error_code") not in (None, 0)):
-                self.error = True
-                return
-            choices = obj.get("choices")
-            if choices:
-                first = choices[0]
-                if (first.get("delta") or {}).get("content") or first.get("text"):
-                    self.ttft = now
+    def _event(self, payload: bytes, now: float) -> bool:
+        """Decode one event before the first content; True once that content has arrived."""
+        try:
+            obj = json.loads(payload)
+        except ValueError:
+            self.error = True
+            return False
+        if not isinstance(obj, dict) or "error" in obj or obj.get("object") == "error" or (
+                obj.get("error_code") not in (None, 0)):
+            self.error = True
+            return False
+        choices = obj.get("choices")
+        if choices:
+            first = choices[0]
+            if (first.get("delta") or {}).get("content") or first.get("text"):
+                self.ttft = now
+                return True
+        return False
 
     def finish(self) -> str | None:
+        if self.bad:
+            return "bad_body"
         if self.error:
             return "error_event"
-        if not self.done:
+        if not self.reader.done:
             return "no_done"
+        try:
+            self.reader.close()
+        except sse.SSEError:
+            return "bad_body"
         if self.ttft is None:
             return "empty"
         return None

@@ -1,8 +1,7 @@
-import json
-
 import pytest
 
 from app import create_app
+from harness import sse
 
 from tests.fakes import CONTROLLER, MODEL, VICUNA, WORKER, frames, text_frames
 
@@ -15,16 +14,8 @@ def chat(client, **body):
 
 
 def sse_events(response) -> list:
-    """Parse an SSE body into JSON events, checking the framing; the [DONE] sentinel is returned as a str."""
-    raw = response.get_data(as_text=True)
-    assert raw.endswith("\n\n")
-    events = []
-    for block in raw.split("\n\n")[:-1]:
-        assert block.startswith("data: "), block
-        data = block[len("data: "):]
-        events.append(data if data == "[DONE]" else json.loads(data))
-    assert events[-1] == "[DONE]"
-    return events
+    """The JSON events of a streamed response, its framing checked strictly; the [DONE] sentinel is the last."""
+    return sse.parse_json(response.get_data())
 
 
 class TestNonStreaming:

@@ -16,7 +16,7 @@ import time
 import pytest
 import requests
 
-from harness import procs
+from harness import procs, sse
 from harness.gateway import Gateway
 from harness.nginx import SHIPPED_CONF, Nginx
 from harness.nginx import binary as nginx_binary
@@ -70,7 +70,8 @@ def chat(base: str, headers: dict | None = None, **extra) -> requests.Response:
 
 def timed_stream(base: str) -> dict:
     """One streamed chat: when (s after sending) each content event arrived, read as it arrives, and the text."""
-    times, text, done = [], [], False
+    times, text = [], []
+    reader = sse.Reader(lenient=True)
     start = time.perf_counter()
     with requests.post(f"{base}/v1/chat/completions", json=body(stream=True), headers=AUTH, stream=True,
                        timeout=30) as resp:
@@ -78,18 +79,16 @@ def timed_stream(base: str) -> dict:
         assert resp.headers["Content-Type"].startswith("text/event-stream")
         assert "Content-Encoding" not in resp.headers  # the shipped `gzip off` beats the global gzip_types
         # chunk_size=None: each HTTP chunk as soon as it arrives, instead of waiting to fill a read size.
-        for line in resp.iter_lines(chunk_size=None):
+        for piece in resp.iter_content(chunk_size=None):
             now = time.perf_counter() - start
-            if not line.startswith(b"data: "):
-                continue
-            if line == b"data: [DONE]":
-                done = True
-                continue
-            delta = json.loads(line[6:])["choices"][0]["delta"]
-            if delta.get("content"):
-                times.append(now)
-                text.append(delta["content"])
-    assert done, "stream ended without [DONE]"
+            for payload in reader.feed(piece):
+                if payload == sse.DONE:
+                    continue
+                delta = json.loads(payload)["choices"][0]["delta"]
+                if delta.get("content"):
+                    times.append(now)
+                    text.append(delta["content"])
+    assert reader.done, "stream ended without [DONE]"
     assert len(times) >= TOKENS * 3 // 4, f"only {len(times)} content events"
     return {"ttft": times[0], "spread": times[-1] - times[0], "times": times, "text": "".join(text),
             "apart": sum(1 for a, b in zip(times, times[1:]) if b - a > TOKEN_DELAY / 2)}

@@ -40,6 +40,7 @@ from schemathesis.checks import (content_type_conformance, negative_data_rejecti
 from schemathesis.errors import FailureGroup
 
 from app.openapi import OPERATIONS, openapi_path
+from harness import sse
 from tests.openapi_json_schema import to_json_schema
 
 MODEL = "sim-model"
@@ -117,18 +118,11 @@ def sse_conformance(body: bytes, validator: jsonschema.Draft4Validator | None) -
     """Problems with an event-stream body (empty list: conforming)."""
     if validator is None:
         return ["text/event-stream is not documented for this operation"]
-    text = body.decode("utf-8")
-    events = [event for event in text.replace("\r\n", "\n").split("\n\n") if event.strip()]
+    try:
+        datas = sse.parse(body, lenient=True)
+    except sse.SSEError as exc:
+        return [str(exc)]
     problems = []
-    datas = []
-    for event in events:
-        lines = event.split("\n")
-        if not all(line.startswith("data: ") for line in lines):
-            problems.append(f"not a data event: {event[:200]!r}")
-            continue
-        datas.append("\n".join(line[6:] for line in lines))
-    if not datas or datas[-1] != "[DONE]":
-        problems.append(f"the stream does not end with data: [DONE] (last: {datas[-1:]!r})")
     for data in datas[:-1]:
         try:
             chunk = json.loads(data)

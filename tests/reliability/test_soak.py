@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 import pytest
 import requests
 
+from harness import sse
 from harness.gateway import Gateway
 from harness.simworkers import SimulatedWorker
 
@@ -146,18 +147,17 @@ class Tally:
             self.samples.append(f"{what} (fault={fault}, HTTP {status}): {detail[:300]}")
 
 
-def sse_events(raw: bytes) -> list[str] | None:
-    """The `data:` payloads, or None when the framing is wrong or the stream does not end with [DONE]."""
-    if not raw.endswith(b"\n\n"):
-        return None
-    events = []
-    for block in raw[:-2].split(b"\n\n"):
-        if not block.startswith(b"data: ") or b"\n" in block:
-            return None
-        events.append(block[6:].decode("utf-8", "replace"))
-    if not events or events[-1] != "[DONE]" or events.count("[DONE]") != 1:
-        return None
-    return events
+def first_event(resp: requests.Response) -> bytes | None:
+    """The payload of a stream's first event, read as it arrives; None if its framing is wrong or it never comes."""
+    reader = sse.Reader()
+    try:
+        for piece in resp.iter_content(chunk_size=None):
+            events = reader.feed(piece)
+            if events:
+                return events[0]
+    except sse.SSEError:
+        pass
+    return None
 
 
 def judge_whole(tally: Tally, endpoint: str, status: int, raw: bytes, fault: str | None) -> None:
@@ -192,9 +192,10 @@ def judge_stream(tally: Tally, endpoint: str, status: int, raw: bytes, fault: st
         if expected is None or expected[2] or (status, code) != expected[:2]:
             tally.flag(f"{endpoint} stream [[fault:{fault}]]: HTTP {status} {code}", repr(raw[:300]), status, fault)
         return
-    events = sse_events(raw)
-    if events is None:
-        tally.flag(f"{endpoint} stream: bad framing or no [DONE]", repr(raw[-300:]), status, fault)
+    try:
+        events = sse.parse(raw)
+    except sse.SSEError as exc:
+        tally.flag(f"{endpoint} stream: bad framing or no [DONE]", f"{exc}; body ...{raw[-200:]!r}", status, fault)
         return
     try:
         payloads = [json.loads(e) for e in events[:-1]]
@@ -244,14 +245,10 @@ def one_request(session: requests.Session, base_url: str, rng: random.Random, ta
             status = resp.status_code
             tally.statuses[status] += 1
             if hang_up and status == 200:
-                buffered = b""
-                for piece in resp.iter_content(chunk_size=None):
-                    buffered += piece
-                    if b"\n\n" in buffered:
-                        break
+                first = first_event(resp)
                 tally.hung_up += 1
-                if not buffered.startswith(b"data: {"):
-                    tally.flag(f"{kind}: first chunk is not an event", repr(buffered[:200]), status, fault)
+                if first is None or not first.startswith(b"{"):
+                    tally.flag(f"{kind}: first chunk is not an event", repr(first)[:200], status, fault)
                 return  # leaving the `with` closes the connection mid-stream
             raw = b"".join(resp.iter_content(chunk_size=None))
     except requests.Timeout as exc:

@@ -1,7 +1,7 @@
 """fastchat-gateway benchmark: the gateway next to FastChat's own API server and the workers themselves.
 
 One run on this machine starts a real FastChat controller (fschat 0.2.36 from .venv-fastchat) and simulated workers
-(bench/simulated_worker.py) once, then measures three targets side by side on the same workers:
+(bench/simworker) once, then measures three targets side by side on the same workers:
 
   direct    the workers themselves (/worker_generate, /worker_generate_stream with the gateway's own payload): the limit
   fastchat  FastChat's `python -m fastchat.serve.openai_api_server` (fschat 0.2.36, pydantic 1, its own venv)
@@ -266,11 +266,11 @@ class Stack:
             self.workers[pool] = []
             for i in range(2):
                 wport = procs.free_port()
-                cmd = [sys.executable, str(BENCH / "simulated_worker.py"), "--host", "127.0.0.1", "--port",
+                cmd = [sys.executable, "-m", "bench.simworker", "--host", "127.0.0.1", "--port",
                        str(wport), "--model-names", spec["model"], "--tokens", str(spec["tokens"]),
                        "--token-delay", str(spec["token_delay"]), "--limit-worker-concurrency", "100000",
                        "--controller-address", self.controller_url, "--heartbeat-interval", str(self.heartbeat)]
-                proc = self._start(procs.Proc(cmd, log_dir=self.run_dir, name=f"worker-{pool}-{i}"))
+                proc = self._start(procs.Proc(cmd, log_dir=self.run_dir, name=f"worker-{pool}-{i}", cwd=ROOT))
                 self.workers[pool].append({"port": wport, "url": f"http://127.0.0.1:{wport}", "proc": proc})
         wait_for("the FastChat controller", lambda: "models" in http_json("POST", self.controller_url
                                                                           + "/list_models"), self.controller)

@@ -10,21 +10,21 @@ import requests
 import procs
 
 BIN = Path(sys.executable).parent
-SIMULATED_WORKER = procs.REPO_ROOT / "bench" / "simulated_worker.py"
+SIMULATED_WORKER = [sys.executable, "-m", "bench.simworker"]  # run in procs.REPO_ROOT
 
 
 class SimulatedWorker:
-    """bench/simulated_worker.py on a free port; registered with `controller` when one is given."""
+    """bench/simworker on a free port; registered with `controller` when one is given."""
 
     def __init__(self, run_dir: Path, *args: str, controller: str | None = None, model: str = "sim-model",
                  name: str = "sim-worker"):
         self.port = procs.free_port()
         self.address = f"http://127.0.0.1:{self.port}"
         self.model = model
-        cmd = [sys.executable, str(SIMULATED_WORKER), "--host", "127.0.0.1", "--port", str(self.port),
+        cmd = [*SIMULATED_WORKER, "--host", "127.0.0.1", "--port", str(self.port),
                "--model-names", model, *args]
         cmd += ["--controller-address", controller] if controller else ["--no-register"]
-        self.proc = procs.Proc(cmd, log_dir=run_dir, name=name)
+        self.proc = procs.Proc(cmd, log_dir=run_dir, name=name, cwd=procs.REPO_ROOT)
         self.proc.wait_http(f"{self.address}/worker_get_status", method="POST", timeout=15,
                             ok=lambda r: r.status_code == 200)
 

@@ -457,7 +457,7 @@ def test_sdk_does_not_retry_a_timed_out_generation(gateway, sim_worker, tally):
 
 # ------------------------------------------------------- workers that disappear and come back (no controller)
 class Worker:
-    """bench/simulated_worker.py on a fixed port, which can be stopped and started again on that port."""
+    """bench/simworker on a fixed port, which can be stopped and started again on that port."""
 
     def __init__(self, run_dir, name: str, *args: str, controller: str | None = None, model: str = MODEL):
         self.run_dir = run_dir
@@ -465,14 +465,14 @@ class Worker:
         self.model = model
         self.port = procs.free_port()
         self.address = f"http://127.0.0.1:{self.port}"
-        self.cmd = [sys.executable, str(SIMULATED_WORKER), "--host", "127.0.0.1", "--port", str(self.port),
+        self.cmd = [*SIMULATED_WORKER, "--host", "127.0.0.1", "--port", str(self.port),
                     "--model-names", model, *args]
         self.cmd += ["--controller-address", controller] if controller else ["--no-register"]
         self.proc = None
         self.start()
 
     def start(self) -> None:
-        self.proc = procs.Proc(self.cmd, log_dir=self.run_dir, name=self.name)
+        self.proc = procs.Proc(self.cmd, log_dir=self.run_dir, name=self.name, cwd=procs.REPO_ROOT)
         self.proc.wait_http(f"{self.address}/worker_get_status", method="POST", timeout=15,
                             ok=lambda r: r.status_code == 200)
 

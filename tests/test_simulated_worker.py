@@ -101,6 +101,9 @@ def launch(tmp_dir: Path, *args: str, wait: bool = True) -> Sim:
             try:
                 requests.post(sim.url + "/worker_get_status", timeout=0.5).raise_for_status()
                 break
+            except requests.HTTPError:
+                sim.stop()  # answers, but wrongly: do not leave it running
+                raise
             except requests.ConnectionError:
                 if time.monotonic() > deadline:
                     sim.stop()

@@ -44,8 +44,11 @@ profile: $(VENV)/.installed-bench
 	$(BIN)/python -m bench.profile_gateway $(PROFILE_ARGS)
 
 # A local stack with simulated workers and no controller; Ctrl-C stops it. Needs the openai SDK for its example.
+# DEMO_PORT: the gateway's port; DEMO_WORKER_PORTS: the two workers' (auto: free ports). 0 picks a free port.
+DEMO_PORT ?= 8000
+DEMO_WORKER_PORTS ?= auto
 demo: $(VENV)/.installed-test
-	$(BIN)/python bench/demo.py
+	$(BIN)/python bench/demo.py --port $(DEMO_PORT) --worker-ports $(DEMO_WORKER_PORTS)
 
 # Unit tests, then end-to-end tiers 1, 2 and 4 (real gunicorn, FastChat's controller from .venv-fastchat,
 # simulated workers, the openai SDK and LangChain). Tier 3 (a real FastChat model worker) is `make interop`.

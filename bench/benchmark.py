@@ -1,7 +1,7 @@
 """fastchat-gateway benchmark: the gateway next to FastChat's own API server and the workers themselves.
 
 One run on this machine starts a real FastChat controller (fschat 0.2.36 from .venv-fastchat) and simulated workers
-(bench/simulated_worker.py) once, then measures three targets side by side on the same workers:
+(bench/simworker) once, then measures three targets side by side on the same workers:
 
   direct    the workers themselves (/worker_generate, /worker_generate_stream with the gateway's own payload): the limit
   fastchat  FastChat's `python -m fastchat.serve.openai_api_server` (fschat 0.2.36, pydantic 1, its own venv)

@@ -1,4 +1,4 @@
-"""Simulated FastChat workers (bench/simulated_worker.py) as processes on free ports of 127.0.0.1."""
+"""Simulated FastChat workers (bench/simworker) as processes on free ports of 127.0.0.1."""
 from __future__ import annotations
 
 import sys
@@ -8,13 +8,13 @@ import requests
 
 from harness.procs import REPO_ROOT, Proc, free_port
 
-SIMULATED_WORKER = REPO_ROOT / "bench" / "simulated_worker.py"
+SIMULATED_WORKER = [sys.executable, "-m", "bench.simworker"]  # run from REPO_ROOT
 
 
 def command(port: int, model: str, *args: str, controller: str | None = None) -> list[str]:
     """The command line of a simulated worker, to run from REPO_ROOT: the only place that says how one starts.
     Registered with ``controller`` when one is given (heart-beating), else standalone (``--no-register``)."""
-    cmd = [sys.executable, str(SIMULATED_WORKER), "--host", "127.0.0.1", "--port", str(port), "--model-names", model,
+    cmd = [*SIMULATED_WORKER, "--host", "127.0.0.1", "--port", str(port), "--model-names", model,
            *args]
     return cmd + (["--controller-address", controller] if controller else ["--no-register"])
 

@@ -1,6 +1,6 @@
-"""Tests for bench/simulated_worker.py (the simulated FastChat worker used by
-tests and benchmarks).  Every simulator runs as a subprocess on 127.0.0.1 and
-is stopped by PID in a fixture finalizer."""
+"""Tests for bench/simworker (the simulated FastChat worker used by tests and benchmarks). Every simulator runs as a
+subprocess (`python -m bench.simworker` from the repository root) on 127.0.0.1 and is stopped by PID in a fixture
+finalizer."""
 
 from __future__ import annotations
 
@@ -23,7 +23,8 @@ import requests
 # Starts real processes on 127.0.0.1 (see the e2e marker in setup.cfg).
 pytestmark = pytest.mark.e2e
 
-SCRIPT = Path(__file__).resolve().parent.parent / "bench" / "simulated_worker.py"
+ROOT = Path(__file__).resolve().parent.parent
+SIMWORKER = [sys.executable, "-m", "bench.simworker"]
 SERVER_ERROR_MSG = (
     "**NETWORK ERROR DUE TO HIGH TRAFFIC. PLEASE REGENERATE OR REFRESH THIS PAGE.**"
 )
@@ -88,7 +89,7 @@ def launch(tmp_dir: Path, *args: str, wait: bool = True) -> Sim:
     log_path = tmp_dir / f"sim-{port}.log"
     with open(log_path, "wb") as log:
         proc = subprocess.Popen(
-            [sys.executable, str(SCRIPT), "--port", str(port), *args],
+            [*SIMWORKER, "--port", str(port), *args], cwd=ROOT,
             stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=log,
         )
     sim = Sim(proc, port, log_path)
@@ -100,6 +101,9 @@ def launch(tmp_dir: Path, *args: str, wait: bool = True) -> Sim:
             try:
                 requests.post(sim.url + "/worker_get_status", timeout=0.5).raise_for_status()
                 break
+            except requests.HTTPError:
+                sim.stop()  # answers, but wrongly: do not leave it running
+                raise
             except requests.ConnectionError:
                 if time.monotonic() > deadline:
                     sim.stop()
@@ -212,7 +216,7 @@ def test_conv_template_0236_numbering(alt_sim):
     (["--conv-template", "llama-3", "--sep-style-numbering", "0.2.36"], "0.2.36"),
 ])
 def test_bad_template_exits_with_clear_error(tmp_path, args, message):
-    proc = subprocess.run([sys.executable, str(SCRIPT), "--port", "0", *args],
+    proc = subprocess.run([*SIMWORKER, "--port", "0", *args], cwd=ROOT,
                           capture_output=True, text=True, timeout=10)
     assert proc.returncode == 2
     assert message in proc.stderr
@@ -334,7 +338,8 @@ def test_logprobs_shape(sim):
                                  sum(map(len, lp["tokens"][:2])),
                                  sum(map(len, lp["tokens"][:3]))]
     assert all(isinstance(v, float) and v < 0 for v in lp["token_logprobs"])
-    assert lp["top_logprobs"] == [{}, {}, {}, {}]
+    # logprobs=1: the likeliest token at each position, which is the sampled one.
+    assert lp["top_logprobs"] == [{t: v} for t, v in zip(lp["tokens"], lp["token_logprobs"])]
     echo = sim.post("/worker_generate",
                     gen_payload("a b c", max_new_tokens=4, logprobs=1, echo=True)).json()
     elp = echo["logprobs"]
@@ -344,6 +349,43 @@ def test_logprobs_shape(sim):
     assert elp["token_logprobs"][-4:] == lp["token_logprobs"]
     frames = stream(sim, gen_payload("a b c", max_new_tokens=4, logprobs=1))
     assert [len(f["logprobs"]["tokens"]) for f in frames] == [1, 2, 3, 4, 4]
+
+
+def test_top_logprobs_are_the_k_likeliest_tokens(sim):
+    out = sim.post("/worker_generate", gen_payload("a b c", max_new_tokens=6, logprobs=5, echo=True)).json()
+    lp = out["logprobs"]
+    assert lp["top_logprobs"][0] == {}  # the BOS token, as FastChat's HF worker
+    for token, value, top in zip(lp["tokens"][1:], lp["token_logprobs"][1:], lp["top_logprobs"][1:]):
+        assert len(top) == 5
+        assert next(iter(top.items())) == (token, value)  # the sampled token is the likeliest
+        assert list(top.values()) == sorted(top.values(), reverse=True)
+        assert len(set(top.values())) == 5 and all(v < 0 for v in top.values())
+        lead = token[:len(token) - len(token.lstrip())]
+        assert all(alt.startswith(lead) and alt.strip() and alt.strip() != token.strip() for alt in list(top)[1:])
+        assert sum(math.exp(v) for v in top.values()) <= 1.0
+    again = sim.post("/worker_generate", gen_payload("a b c", max_new_tokens=6, logprobs=5, echo=True)).json()
+    assert again == out
+    # A stream's frames carry the same alternatives, cumulatively.
+    frames = stream(sim, gen_payload("a b c", max_new_tokens=6, logprobs=5, echo=True))
+    assert frames[-1]["logprobs"] == lp
+    # logprobs=0 (what the gateway sends for chat's logprobs without top_logprobs): no alternatives; at most 20.
+    zero = sim.post("/worker_generate", gen_payload("a b c", max_new_tokens=3, logprobs=0)).json()["logprobs"]
+    assert zero["top_logprobs"] == [{}, {}, {}] and len(zero["token_logprobs"]) == 3
+    many = sim.post("/worker_generate", gen_payload("a b c", max_new_tokens=2, logprobs=50)).json()["logprobs"]
+    assert [len(top) for top in many["top_logprobs"]] == [20, 20]
+
+
+def test_choices_differ_by_seed_and_are_deterministic(sim):
+    """The gateway sends n identical payloads for n choices unless it gives each its own seed: then each choice
+    gets its own text, the same every time; greedy decoding ignores the seed, as a real model's does."""
+    def text(**kw):
+        return sim.post("/worker_generate", gen_payload("choose", max_new_tokens=8, **kw)).json()["text"]
+
+    texts = [text(seed=seed) for seed in (0, 1, 2)]
+    assert len(set(texts)) == 3 and all(len(t.split(" ")) == 8 for t in texts)
+    assert [text(seed=seed) for seed in (0, 1, 2)] == texts
+    assert text() not in texts
+    assert text(seed=1, temperature=0.0) == text(seed=2, temperature=0.0) == text(temperature=0.0)
 
 
 def test_stream_interval_and_usage_off_by_one(alt_sim):

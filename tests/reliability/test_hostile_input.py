@@ -503,7 +503,7 @@ def test_hostile_request_gets_its_error(gateway, auth, report, case: Hostile):
 
 def sim_stats(sim_worker) -> dict:
     """The simulated worker's stats. Its /sim/stats answers 500 once a payload it logged holds a lone surrogate
-    (bench/simulated_worker.py encodes its JSON replies as strict UTF-8), and these tests send such prompts on
+    (bench/simworker encodes its JSON replies as strict UTF-8), and these tests send such prompts on
     purpose: then its stats are reset, so this and later tests can read them again."""
     try:
         return sim_worker.stats()

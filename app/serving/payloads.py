@@ -10,18 +10,18 @@ from marshmallow import Schema
 
 from app.schemas import responses
 
-ABSENT = object()  # an optional field's argument when the body leaves the field out
-
-
-def builder(schema: type[Schema]) -> Callable[..., dict]:
+def builder(schema: type[Schema], *, optional: bool = False) -> Callable[..., dict]:
     """A function returning a body of `schema` as a dict. Its parameters are the schema's fields in declaration
-    order, without the FIXED ones (it fills them in); a field that is not required is left out unless passed.
+    order (the order of the JSON keys), without the FIXED ones, which it fills in, and without the fields that
+    are not required unless `optional`.
 
-    The function is compiled once from a dict literal, so building a body costs what a literal costs: it runs
+    The function is compiled once from a dict literal, so building a body costs what the literal costs: it runs
     for every streamed chunk.
     """
-    params, optional, items = [], [], []
+    params, items = [], []
     for name, field in schema._declared_fields.items():
+        if not field.required and not optional:
+            continue
         if not name.isidentifier() or keyword.iskeyword(name):
             raise ValueError(f"{schema.__name__}.{name} cannot be a parameter name")
         if responses.FIXED in field.metadata:
@@ -29,19 +29,14 @@ def builder(schema: type[Schema]) -> Callable[..., dict]:
             if value is not None and type(value) not in (str, bool, int):
                 raise TypeError(f"{schema.__name__}.{name}: a fixed value must be a str, bool, int or None")
             items.append(f"{name!r}: {value!r}")
-        elif field.required:
+        else:
             params.append(name)
             items.append(f"{name!r}: {name}")
-        else:
-            optional.append(name)
-    signature = ", ".join([*params, *(f"{name}=ABSENT" for name in optional)])
-    lines = [f"def build_{schema.__name__}({signature}):", f"    body = {{{', '.join(items)}}}"]
-    for name in optional:
-        lines += [f"    if {name} is not ABSENT:", f"        body[{name!r}] = {name}"]
-    lines.append("    return body")
-    namespace = {"ABSENT": ABSENT}
-    exec("\n".join(lines), namespace)  # noqa: S102 - the source is made of identifiers and literals only
-    return namespace[f"build_{schema.__name__}"]
+    name = f"build_{schema.__name__}"
+    namespace: dict = {}
+    # The source is made of the schema's field names (checked to be identifiers) and literals only.
+    exec(f"def {name}({', '.join(params)}):\n    return {{{', '.join(items)}}}", namespace)  # noqa: S102
+    return namespace[name]
 
 
 _model_permission = builder(responses.ModelPermissionSchema)
@@ -53,14 +48,17 @@ _chat_choice = builder(responses.ChatCompletionChoiceSchema)
 _chat_completion = builder(responses.ChatCompletionSchema)
 _chat_chunk_choice = builder(responses.ChatCompletionChunkChoiceSchema)
 _chat_chunk = builder(responses.ChatCompletionChunkSchema)
+_chat_chunk_with_usage = builder(responses.ChatCompletionChunkSchema, optional=True)
 _completion_choice = builder(responses.CompletionChoiceSchema)
 _completion = builder(responses.CompletionSchema)
 _completion_chunk = builder(responses.CompletionChunkSchema)
+_completion_chunk_with_usage = builder(responses.CompletionChunkSchema, optional=True)
 _embedding = builder(responses.EmbeddingSchema)
 _embedding_usage = builder(responses.EmbeddingUsageSchema)
 _embedding_list = builder(responses.EmbeddingListSchema)
 
-_CHUNK_BUILDERS = {"chat.completion.chunk": _chat_chunk, "text_completion": _completion_chunk}
+_USAGE_CHUNK_BUILDERS = {"chat.completion.chunk": _chat_chunk_with_usage,
+                         "text_completion": _completion_chunk_with_usage}
 
 
 def new_id(prefix: str) -> str:
@@ -95,9 +93,10 @@ def chat_completion(id: str, created: int, model: str, choices: list[dict], usag
 
 def chat_chunk(id: str, created: int, model: str, index: int, delta: dict, finish_reason: str | None,
                logprobs: dict | None, with_usage: bool) -> dict:
-    # With stream_options.include_usage every chunk says usage: null except the final usage chunk.
-    return _chat_chunk(id, created, model, [_chat_chunk_choice(index, delta, logprobs, finish_reason)],
-                       None if with_usage else ABSENT)
+    choices = [_chat_chunk_choice(index, delta, logprobs, finish_reason)]
+    if with_usage:  # with stream_options.include_usage every chunk says usage: null but the final usage chunk
+        return _chat_chunk_with_usage(id, created, model, choices, None)
+    return _chat_chunk(id, created, model, choices)
 
 
 def completion_choice(index: int, text: str, finish_reason: str | None, logprobs: dict | None) -> dict:
@@ -109,12 +108,14 @@ def completion(id: str, created: int, model: str, choices: list[dict], usage: di
 
 
 def completion_chunk(id: str, created: int, model: str, choice: dict, with_usage: bool) -> dict:
-    return _completion_chunk(id, created, model, [choice], None if with_usage else ABSENT)
+    if with_usage:
+        return _completion_chunk_with_usage(id, created, model, [choice], None)
+    return _completion_chunk(id, created, model, [choice])
 
 
 def usage_chunk(id: str, created: int, model: str, object: str, usage: dict) -> dict:
     """The extra last chunk of include_usage (`object` says whose): no choices, the usage of the whole request."""
-    return _CHUNK_BUILDERS[object](id, created, model, [], usage)
+    return _USAGE_CHUNK_BUILDERS[object](id, created, model, [], usage)
 
 
 def embedding_list(model: str, embeddings: list, prompt_tokens: int) -> dict:

@@ -11,6 +11,8 @@ from flask import Blueprint, Response
 from prometheus_client import (CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry, Counter, Gauge, Histogram,
                                generate_latest, multiprocess)
 
+from app.documented import documented
+
 _LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600)
 
 REQUESTS = Counter("fastchat_gateway_requests_total", "Requests answered, by route, model and status.",
@@ -33,8 +35,13 @@ bp = Blueprint("metrics", __name__)
 
 
 @bp.get("/metrics")
+@documented("probes", content={"text/plain": {"schema": {"type": "string"}}})
 def metrics():
-    """Prometheus text format; every gunicorn process's numbers summed when running under gunicorn."""
+    """Prometheus metrics
+
+    Metrics in Prometheus' text exposition format; no API key. Under gunicorn, the numbers of every process
+    summed.
+    """
     registry = REGISTRY
     if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         registry = CollectorRegistry()

@@ -1,29 +1,30 @@
-"""The gateway's OpenAPI 3 document (served at GET /openapi.json), generated with apispec from the marshmallow
-schemas: the request schemas the views load bodies with (as the app configured them, so MAX_N and
-MAX_STOP_SEQUENCES show as limits) and app/schemas/responses.py for every body the views send.
+"""The gateway's OpenAPI 3 document (served at GET /openapi.json), generated with apispec from the app's views
+and the marshmallow schemas.
 
-Every route is listed in OPERATIONS; tests/test_openapi.py fails when the app registers one that is not.
+The operations come from app.url_map: each route's rule and methods, its view's docstring (summary, description)
+and its @documented details (app/documented.py). The bodies come from the request schemas the views load bodies
+with (as the app configured them, so MAX_N and MAX_STOP_SEQUENCES show as limits) and from
+app/schemas/responses.py, which app/serving/payloads.py builds every response from.
 """
 from __future__ import annotations
 
 import inspect
 import re
-from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from importlib import metadata
 
 from apispec import APISpec
 from apispec.ext.marshmallow import MarshmallowPlugin, resolver
 from flask import Flask
-from marshmallow import Schema, fields, validate
+from marshmallow import Schema, fields
 
+from app.auth import PUBLIC_ENDPOINTS
+from app.documented import ViewDoc, view_doc
+from app.openapi_fields import gateway_field_properties
 from app.schemas import responses
-from app.schemas.chat import (ROLES, ChatCompletionRequestSchema, FastChatChatCompletionRequestSchema, MessageContent,
-                              Messages, MessageSchema)
-from app.schemas.completions import MAX_PROMPTS, CompletionRequestSchema, Prompts
-from app.schemas.embeddings import EmbeddingInputs, EmbeddingRequestSchema
-from app.schemas.fields import StringOrList
-from app.schemas.sampling import SamplingRequestSchema
+from app.schemas.chat import ChatCompletionRequestSchema, FastChatChatCompletionRequestSchema, MessageSchema
+from app.schemas.completions import CompletionRequestSchema
+from app.schemas.embeddings import EmbeddingRequestSchema
 from app.schemas.tokens import TokenCheckItemSchema, TokenCheckRequestSchema
 
 OPENAPI_VERSION = "3.0.3"
@@ -36,75 +37,57 @@ KEPT_STATUSES = frozenset({401, 413})
 
 @dataclass(frozen=True)
 class Operation:
-    """One documented route and method.
-
-    rule: the Flask rule, as app.url_map spells it. response: the component of the 200 JSON body, or `content`
-    for other media types. request: the key of the request schema in app.extensions["schemas"]. stream: the
-    component of the chunks sent as server-sent events when the request says `stream: true`.
-    """
+    """One documented route and method: what app.url_map and the view's docstring say, and the view's ViewDoc."""
 
     rule: str
     method: str
     operation_id: str
-    tag: str
     summary: str
-    description: str = ""
-    response: str | None = None
-    content: Mapping | None = None
-    request: str | None = None
-    stream: str | None = None
-    errors: tuple[int, ...] = ()
-    public: bool = False
-    error_notes: Mapping[int, str] = field(default_factory=dict)
+    description: str
+    public: bool
+    view: ViewDoc
 
 
-_GENERATION_ERRORS = (400, 401, 404, 413, 500, 502, 503, 504)
-_UPSTREAM_ERRORS = (500, 502, 503, 504)
+def operations_of(app: Flask) -> list[Operation]:
+    """Every route and method `app` serves (Flask's implicit HEAD and OPTIONS aside), from its views. Raises
+    LookupError for a view without @documented, so no route goes undocumented."""
+    found = []
+    for rule in app.url_map.iter_rules():
+        if rule.endpoint == "static":
+            continue
+        view = app.view_functions[rule.endpoint]
+        doc = view_doc(view)
+        if doc is None:
+            raise LookupError(f"{rule.endpoint} ({rule.rule}) has no @documented: the OpenAPI document would "
+                              "miss it")
+        summary, description = _docstring(view)
+        operation_id = doc.operation_id or _camel_case(view.__name__)
+        other = doc.other_rules.get(rule.rule)
+        if other is not None:
+            operation_id, summary, description = other.operation_id, other.summary, other.description
+        public = rule.endpoint in PUBLIC_ENDPOINTS
+        for method in sorted(rule.methods - _IMPLICIT_METHODS):
+            found.append(Operation(rule.rule, method.lower(), operation_id, summary, description, public, doc))
+    return found
 
-OPERATIONS: tuple[Operation, ...] = (
-    Operation("/health", "get", "health", "probes", "Liveness",
-              "The process answers: no upstream calls and no API key, so load balancers may poll it freely.",
-              response="Health", public=True),
-    Operation("/ready", "get", "ready", "probes", "Readiness",
-              "Whether the gateway can reach its FastChat cluster; no API key.", response="Ready", errors=(503,),
-              public=True, error_notes={503: "Not ready: the controller (or every listed worker) cannot be reached."}),
-    Operation("/metrics", "get", "metrics", "probes", "Prometheus metrics",
-              "Metrics in Prometheus' text exposition format; no API key.", public=True,
-              content={"text/plain": {"schema": {"type": "string"}}}),
-    Operation("/openapi.json", "get", "openapi", "meta", "This document",
-              "The OpenAPI 3 description of this server; no API key.", public=True,
-              content={"application/json": {"schema": {"type": "object"}}}),
-    Operation("/v1/models", "get", "listModels", "models", "List models",
-              "Every model some worker serves, sorted by name.", response="ModelList",
-              errors=(401, *_UPSTREAM_ERRORS)),
-    Operation("/v1/models/<path:model>", "get", "retrieveModel", "models", "Retrieve a model",
-              "One model; 404 `model_not_found` when no worker serves it.", response="ModelCard",
-              errors=(401, 404, *_UPSTREAM_ERRORS)),
-    Operation("/v1/chat/completions", "post", "createChatCompletion", "chat", "Create a chat completion",
-              "The prompt is rendered from the worker's conversation template; with `stream: true` the reply is "
-              "server-sent events of ChatCompletionChunk.", response="ChatCompletion", request="chat",
-              stream="ChatCompletionChunk", errors=_GENERATION_ERRORS),
-    Operation("/v1/completions", "post", "createCompletion", "completions", "Create a text completion",
-              "`prompts x n` choices generated concurrently; with `stream: true` the reply is server-sent events of "
-              "CompletionChunk.", response="Completion", request="completion", stream="CompletionChunk",
-              errors=_GENERATION_ERRORS),
-    Operation("/v1/embeddings", "post", "createEmbedding", "embeddings", "Create embeddings",
-              "One embedding per input, in input order.", response="EmbeddingList", request="embedding",
-              errors=_GENERATION_ERRORS),
-    Operation("/v1/engines/<path:model>/embeddings", "post", "createEngineEmbedding", "embeddings",
-              "Create embeddings (FastChat's engines path)",
-              "The same as POST /v1/embeddings; the model comes from the path unless the body names one.",
-              response="EmbeddingList", request="embedding", errors=_GENERATION_ERRORS),
-    Operation("/api/v1/chat/completions", "post", "createFastChatChatCompletion", "fastchat",
-              "Create a chat completion (FastChat's variant)",
-              "The same as POST /v1/chat/completions, with repetition_penalty always sent to the worker "
-              "(default 1.0).", response="ChatCompletion", request="fastchat_chat", stream="ChatCompletionChunk",
-              errors=_GENERATION_ERRORS),
-    Operation("/api/v1/token_check", "post", "checkTokens", "fastchat", "Check prompts against the context",
-              "For each {model, prompt, max_tokens}: whether it fits the model's context, the prompt's token count "
-              "and the context length.", response="TokenCheckResponse", request="token_check",
-              errors=(400, 401, 404, 413, *_UPSTREAM_ERRORS)),
-)
+
+_IMPLICIT_METHODS = frozenset({"HEAD", "OPTIONS"})
+
+
+def _docstring(view) -> tuple[str, str]:
+    """The first line of the view's docstring, and the rest with each paragraph's lines joined."""
+    summary, _, rest = (inspect.getdoc(view) or "").partition("\n")
+    if not summary:
+        raise LookupError(f"{view.__qualname__} has no docstring: its first line is the operation's summary")
+    paragraphs = [" ".join(line.strip() for line in paragraph.splitlines())
+                  for paragraph in rest.strip().split("\n\n") if paragraph.strip()]
+    return summary.strip(), "\n\n".join(paragraphs)
+
+
+def _camel_case(name: str) -> str:
+    first, *others = name.split("_")
+    return first + "".join(word.capitalize() for word in others)
+
 
 # key in app.extensions["schemas"] -> (component name, the schema used when the app has none, description)
 REQUEST_SCHEMAS: dict[str, tuple[str, type[Schema], str]] = {
@@ -185,7 +168,7 @@ def build_spec(app: Flask) -> dict:
         spec.components.response(name, _error_response(spec, description, status))
 
     paths: dict[str, dict] = {}
-    for operation in OPERATIONS:
+    for operation in operations_of(app):
         paths.setdefault(openapi_path(operation.rule), {})[operation.method] = \
             _operation(spec, operation, fastchat_statuses)
     for path, operations in paths.items():
@@ -237,28 +220,29 @@ def _error_response(spec: APISpec, description: str, status: int) -> dict:
 
 
 def _operation(spec: APISpec, operation: Operation, fastchat_statuses: bool) -> dict:
-    doc: dict = {"operationId": operation.operation_id, "tags": [operation.tag], "summary": operation.summary}
+    view = operation.view
+    doc: dict = {"operationId": operation.operation_id, "tags": [view.tag], "summary": operation.summary}
     if operation.description:
         doc["description"] = operation.description
     parameters = [_path_parameter(converter, name) for converter, name in
                   re.findall(r"<(?:([^:<>(]+)(?:\([^)]*\))?:)?([^<>]+)>", operation.rule)]
     if parameters:
         doc["parameters"] = parameters
-    if operation.request:
+    if view.request:
         doc["requestBody"] = {
             "required": True,
             "description": "Parsed as JSON whatever the Content-Type says (curl -d sends form-urlencoded).",
             "content": {"application/json": {
-                "schema": spec.components.get_ref("schema", REQUEST_SCHEMAS[operation.request][0])}},
+                "schema": spec.components.get_ref("schema", REQUEST_SCHEMAS[view.request][0])}},
         }
     doc["responses"] = {"200": _success(spec, operation)}
-    statuses = set(operation.errors)
+    statuses = set(view.errors)
     if fastchat_statuses and not operation.public:  # ERROR_STATUS_MODE=fastchat: handled errors are all 400
         statuses = {status if status in KEPT_STATUSES else 400 for status in statuses}
     for status in sorted(statuses):
-        if status in operation.error_notes:
+        if status in view.error_notes:
             doc["responses"][str(status)] = {
-                "description": operation.error_notes[status],
+                "description": view.error_notes[status],
                 "content": {"application/json": {"schema": spec.components.get_ref("schema", "Error")}}}
         else:
             doc["responses"][str(status)] = spec.components.get_ref("response", _ERROR_RESPONSES[status][0])
@@ -278,187 +262,19 @@ def _path_parameter(converter: str, name: str) -> dict:
 
 
 def _success(spec: APISpec, operation: Operation) -> dict:
-    if operation.content is not None:
-        return {"description": operation.summary, "content": dict(operation.content)}
-    content: dict = {"application/json": {"schema": spec.components.get_ref("schema", operation.response)}}
-    description = f"A {operation.response} object."
-    if operation.stream:
+    view = operation.view
+    if view.content is not None:
+        return {"description": operation.summary, "content": dict(view.content)}
+    content: dict = {"application/json": {"schema": spec.components.get_ref("schema", view.response)}}
+    description = f"A {view.response} object."
+    if view.stream:
         content["text/event-stream"] = {
             "schema": {"type": "string", "description": (
-                f"Server-sent events: `data: <{operation.stream} JSON>` per chunk, then `data: [DONE]`; a failure "
+                f"Server-sent events: `data: <{view.stream} JSON>` per chunk, then `data: [DONE]`; a failure "
                 "after the first event is one `data: <Error JSON>` event, then `data: [DONE]`.")},
-            "x-sse-data-schema": {"oneOf": [spec.components.get_ref("schema", operation.stream),
+            "x-sse-data-schema": {"oneOf": [spec.components.get_ref("schema", view.stream),
                                             spec.components.get_ref("schema", "Error")]},
         }
-        description = (f"A {operation.response} object (application/json), or with `stream: true` server-sent "
-                       f"events of {operation.stream} (text/event-stream).")
+        description = (f"A {view.response} object (application/json), or with `stream: true` server-sent "
+                       f"events of {view.stream} (text/event-stream).")
     return {"description": description, "content": content}
-
-
-# --- marshmallow fields -> OpenAPI -----------------------------------------------------------------------------------
-
-TOKEN_ID = {"type": "integer", "minimum": 0}
-TEXT_PART = {"type": "object", "required": ["type", "text"],
-             "properties": {"type": {"type": "string", "enum": ["text"]}, "text": {"type": "string"}}}
-
-
-def _falsy(description: str) -> dict:
-    """A field the server accepts only when it is absent, null or empty (any JSON value Python finds false)."""
-    return {"description": description + " Only null or an empty value is accepted.", "oneOf": [
-        {"type": "array", "maxItems": 0, "nullable": True},
-        {"type": "object", "maxProperties": 0},
-        {"type": "string", "maxLength": 0},
-        {"type": "number", "enum": [0]},
-        {"type": "boolean", "enum": [False]},
-    ]}
-
-
-def _null_only(description: str) -> dict:
-    return {"description": description + " Only null is accepted.", "nullable": True, "enum": [None]}
-
-
-_NONE_OR_AUTO = {"type": "string", "enum": ["none", "auto", None], "nullable": True}
-
-# (schema class, field name) -> OpenAPI properties the validators say but apispec cannot read from them. An entry
-# with "oneOf" or "enum": [None] replaces the field's property; others are merged into it.
-FIELD_DOCS: dict[tuple[type[Schema], str], dict] = {
-    (MessageSchema, "role"): {"enum": list(ROLES), "description": "`developer` is treated as `system`."},
-    (MessageSchema, "tool_calls"): _falsy("Tool calls are not supported."),
-    (MessageSchema, "function_call"): _falsy("Function calls are not supported."),
-    (SamplingRequestSchema, "model"): {"description": "A model some worker serves."},
-    (SamplingRequestSchema, "top_k"): {"minimum": -1, "not": {"enum": [0]}, "description": "-1 disables; 0 is "
-                                       "rejected. Forwarded to the worker."},
-    (SamplingRequestSchema, "max_tokens"): {"description": "Default: the rest of the context for chat, 16 for "
-                                            "text completions. Over the context: 400 context_length_exceeded "
-                                            "(or clipped with CONTEXT_OVERFLOW=clip)."},
-    (SamplingRequestSchema, "stop"): {"description": "Up to MAX_STOP_SEQUENCES strings, merged with the "
-                                      "template's stop strings."},
-    (SamplingRequestSchema, "stream"): {"description": "Reply with server-sent events (text/event-stream)."},
-    (SamplingRequestSchema, "stream_options"): {
-        "description": "Only with `stream: true`. `include_usage: true` adds `usage: null` to every chunk and a "
-                       "last chunk with no choices and the usage of the whole request.",
-        "properties": {"include_usage": {"type": "boolean"}}},
-    (SamplingRequestSchema, "repetition_penalty"): {"description": "Forwarded to the worker."},
-    (SamplingRequestSchema, "seed"): {"description": "Forwarded to the worker."},
-    (SamplingRequestSchema, "user"): {"description": "Ignored."},
-    (SamplingRequestSchema, "logit_bias"): {"maxProperties": 0, "description": "Not supported: only null or {} "
-                                            "is accepted."},
-    (ChatCompletionRequestSchema, "messages"): {"description": "The conversation, or (FastChat's extension) a "
-                                                "string sent to the worker verbatim as the prompt."},
-    (ChatCompletionRequestSchema, "max_completion_tokens"): {"description": "max_tokens under its new name; "
-                                                              "when both are set they must be equal."},
-    (ChatCompletionRequestSchema, "logprobs"): {"description": "Return the logprobs of the generated tokens (when "
-                                                "the worker computes them; null otherwise)."},
-    (ChatCompletionRequestSchema, "top_logprobs"): {"description": "Alternatives per token; requires `logprobs: "
-                                                    "true`."},
-    (ChatCompletionRequestSchema, "tools"): _falsy("Tools (function calling) are not supported."),
-    (ChatCompletionRequestSchema, "functions"): _falsy("Functions (function calling) are not supported."),
-    (ChatCompletionRequestSchema, "tool_choice"): {**_NONE_OR_AUTO, "description": "Only none or auto."},
-    (ChatCompletionRequestSchema, "function_call"): {**_NONE_OR_AUTO, "description": "Only none or auto."},
-    (ChatCompletionRequestSchema, "response_format"): {
-        "type": "object", "required": ["type"], "properties": {"type": {"type": "string", "enum": ["text"]}},
-        "description": "Only {\"type\": \"text\"}."},
-    (ChatCompletionRequestSchema, "modalities"): {
-        "type": "array", "items": {"type": "string", "enum": ["text"]}, "minItems": 1, "maxItems": 1,
-        "description": "Only [\"text\"]."},
-    (ChatCompletionRequestSchema, "audio"): _null_only("Audio output is not supported."),
-    (ChatCompletionRequestSchema, "prediction"): _null_only("Predicted outputs are not supported."),
-    (ChatCompletionRequestSchema, "web_search_options"): _null_only("Web search is not supported."),
-    (CompletionRequestSchema, "prompt"): {"description": "A string, strings, token ids or token-id lists (token "
-                                          "ids are decoded with tiktoken; ids outside its vocabulary are a 400)."},
-    (CompletionRequestSchema, "echo"): {"description": "Prepend the prompt to each choice's text."},
-    (CompletionRequestSchema, "logprobs"): {"description": "Return the logprobs of the tokens (the worker "
-                                            "decides how many alternatives)."},
-    (CompletionRequestSchema, "best_of"): {"description": "At least n; not with `stream`. Forwarded to the "
-                                           "worker."},
-    (CompletionRequestSchema, "use_beam_search"): {"description": "Not with `stream`. Forwarded to the worker."},
-    (CompletionRequestSchema, "suffix"): {"enum": ["", None], "description": "Insertion is not supported: only "
-                                          "\"\" or null."},
-    (EmbeddingRequestSchema, "model"): {"description": "Required here unless the path names the model."},
-    (EmbeddingRequestSchema, "input"): {"description": "A string, strings, token ids or token-id lists, nothing "
-                                        "empty (token ids are decoded with tiktoken)."},
-    (EmbeddingRequestSchema, "encoding_format"): {"description": "base64 is always little-endian float32."},
-    (EmbeddingRequestSchema, "dimensions"): {"description": "Only the model's own dimensions (reduced dimensions "
-                                             "are not supported)."},
-    (EmbeddingRequestSchema, "user"): {"description": "Ignored."},
-}
-
-
-def gateway_field_properties(self, field: fields.Field, ret: dict, **kwargs) -> dict:
-    """apispec attribute function (bound to its OpenAPIConverter), run after the built-in ones: the custom union
-    fields as oneOf, ranges with exclusive bounds, nullable nested schemas that accept only null besides the
-    schema, and FIELD_DOCS. Edits `ret` in place."""
-    branches = _union_branches(self, field)
-    if branches is not None:
-        nullable = ret.pop("nullable", False)
-        for key in ("type", "format"):
-            ret.pop(key, None)
-        if nullable:
-            branches[0] = {**branches[0], "nullable": True}
-        ret["oneOf"] = branches
-    _exclusive_bounds(field, ret)
-    if isinstance(field, fields.Nested) and field.allow_none and "anyOf" in ret:
-        # apispec's {"type": "object", "nullable": true} branch would accept any object: accept only null there.
-        refs = [branch for branch in ret["anyOf"] if "$ref" in branch]
-        ret["anyOf"] = [*refs, {"type": "object", "nullable": True, "enum": [None]}]
-    docs = _field_docs(field)
-    if docs:
-        if "oneOf" in docs or docs.get("enum") == [None]:
-            description = ret.get("description")
-            ret.clear()
-            if description:
-                ret["description"] = description
-        ret.update(docs)
-    return {}
-
-
-def _union_branches(converter, field: fields.Field) -> list[dict] | None:
-    """The shapes each custom field of app/schemas accepts, exactly (None for other fields)."""
-    if isinstance(field, StringOrList):
-        strings = {"type": "array", "items": {"type": "string"}}
-        if field.max_items is not None:
-            strings["maxItems"] = field.max_items
-        return [{"type": "string"}, strings]
-    if isinstance(field, MessageContent):
-        return [{"type": "string"},
-                {"type": "array", "items": TEXT_PART, "description": "Text parts, joined with newlines."}]
-    if isinstance(field, Messages):
-        messages = {"type": "array", "minItems": 1, "items": converter.resolve_nested_schema(MessageSchema)}
-        if getattr(field, "max_items", None) is not None:
-            messages["maxItems"] = field.max_items
-        return [{"type": "string", "description": "A raw prompt, used verbatim (FastChat's extension)."}, messages]
-    if isinstance(field, Prompts):
-        return [{"type": "string"},
-                {"type": "array", "items": {"type": "string"}, "minItems": 1, "maxItems": MAX_PROMPTS},
-                {"type": "array", "items": TOKEN_ID, "minItems": 1, "description": "One prompt as token ids."},
-                {"type": "array", "items": {"type": "array", "items": TOKEN_ID, "minItems": 1}, "minItems": 1,
-                 "maxItems": MAX_PROMPTS}]
-    if isinstance(field, EmbeddingInputs):
-        return [{"type": "string", "minLength": 1},
-                {"type": "array", "items": {"type": "string", "minLength": 1}, "minItems": 1, "maxItems": MAX_PROMPTS},
-                {"type": "array", "items": TOKEN_ID, "minItems": 1, "description": "One input as token ids."},
-                {"type": "array", "items": {"type": "array", "items": TOKEN_ID, "minItems": 1}, "minItems": 1,
-                 "maxItems": MAX_PROMPTS}]
-    return None
-
-
-def _exclusive_bounds(field: fields.Field, ret: dict) -> None:
-    """apispec reads Range's min and max but not min_inclusive/max_inclusive (OpenAPI 3.0: boolean exclusive*)."""
-    for validator in field.validators:
-        if not isinstance(validator, validate.Range):
-            continue
-        if validator.min is not None and not validator.min_inclusive and ret.get("minimum") == validator.min:
-            ret["exclusiveMinimum"] = True
-        if validator.max is not None and not validator.max_inclusive and ret.get("maximum") == validator.max:
-            ret["exclusiveMaximum"] = True
-
-
-def _field_docs(field: fields.Field) -> dict | None:
-    parent = getattr(field, "parent", None)
-    if not isinstance(parent, Schema):
-        return None
-    for cls in type(parent).__mro__:
-        docs = FIELD_DOCS.get((cls, field.name))
-        if docs is not None:
-            return docs
-    return None

@@ -38,7 +38,8 @@ class TestNonStreaming:
         assert body["id"].startswith("chatcmpl-")
         assert isinstance(body["created"], int)
         assert body["model"] == MODEL
-        assert body["choices"] == [{"index": 0, "message": {"role": "assistant", "content": "Hello there"},
+        assert body["choices"] == [{"index": 0, "message": {"role": "assistant", "content": "Hello there",
+                                                                "refusal": None},
                                     "logprobs": None, "finish_reason": "length"}]
         assert body["usage"] == {"prompt_tokens": 5, "completion_tokens": 2, "total_tokens": 7}
 

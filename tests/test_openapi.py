@@ -105,6 +105,19 @@ def test_every_registered_route_is_documented_with_its_methods(app, spec):
     assert documented == registered
 
 
+def test_operations_come_from_the_views_and_an_undocumented_view_fails_the_build(config):
+    app = create_app(config, environ={})
+    operation = build_spec(app)["paths"]["/v1/models/{model}"]["get"]
+    assert (operation["operationId"], operation["summary"]) == ("retrieveModel", "Retrieve a model")
+    assert operation["description"] == "One model; 404 `model_not_found` when no worker serves it."
+
+    @app.get("/undocumented")
+    def undocumented():
+        """Not in the document."""
+    with pytest.raises(LookupError, match="undocumented"):
+        build_spec(app)
+
+
 def test_every_operation_but_the_public_ones_needs_the_api_key(app, spec):
     scheme = spec["components"]["securitySchemes"]["ApiKey"]
     assert (scheme["type"], scheme["scheme"]) == ("http", "bearer")

@@ -2,6 +2,7 @@
 from flask import Blueprint
 
 from app.api import load_body, reply
+from app.documented import GENERATION_ERRORS, OtherRule, documented
 from app.serving import embeddings
 
 bp = Blueprint("embeddings", __name__, url_prefix="/v1")
@@ -9,7 +10,14 @@ bp = Blueprint("embeddings", __name__, url_prefix="/v1")
 
 @bp.post("/embeddings")
 @bp.post("/engines/<path:model>/embeddings")
+@documented("embeddings", request="embedding", response="EmbeddingList", errors=GENERATION_ERRORS, other_rules={
+    "/v1/engines/<path:model>/embeddings": OtherRule(
+        "createEngineEmbedding", "Create embeddings (FastChat's engines path)",
+        "The same as POST /v1/embeddings; the model comes from the path unless the body names one.")})
 def create_embedding(model: str | None = None):
-    """Embeddings of one or more inputs; a model in the body wins over the path, as in FastChat."""
+    """Create embeddings
+
+    One embedding per input, in input order.
+    """
     params = load_body("embedding")
     return reply({**params, "model": params["model"] or model}, embeddings.create_embeddings, None)

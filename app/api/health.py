@@ -2,6 +2,7 @@
 from flask import Blueprint, jsonify
 
 from app.api import get_cluster
+from app.documented import documented
 from app.errors import ApiError
 from app.upstream.errors import UpstreamError
 
@@ -9,13 +10,23 @@ bp = Blueprint("health", __name__)
 
 
 @bp.get("/health")
+@documented("probes", response="Health")
 def health():
+    """Liveness
+
+    The process answers: no upstream calls and no API key, so load balancers may poll it freely.
+    """
     return jsonify({"status": "ok"})
 
 
 @bp.get("/ready")
+@documented("probes", response="Ready", errors=(503,),
+            error_notes={503: "Not ready: the controller (or every listed worker) cannot be reached."})
 def ready():
-    """200 when the controller (or, without one, at least one worker) answers; 503 saying why otherwise."""
+    """Readiness
+
+    Whether the gateway can reach its FastChat cluster; no API key.
+    """
     try:
         get_cluster().controller.ready()
     except UpstreamError as exc:

@@ -2,18 +2,27 @@
 from flask import Blueprint, jsonify
 
 from app.api import get_cluster
+from app.documented import UPSTREAM_ERRORS, documented
 from app.serving import models
 
 bp = Blueprint("models", __name__, url_prefix="/v1")
 
 
 @bp.get("/models")
+@documented("models", response="ModelList", errors=(401, *UPSTREAM_ERRORS))
 def list_models():
-    """Every model some worker serves."""
+    """List models
+
+    Every model some worker serves, sorted by name.
+    """
     return jsonify(models.list_models(get_cluster()))
 
 
 @bp.get("/models/<path:model>")
+@documented("models", response="ModelCard", errors=(401, 404, *UPSTREAM_ERRORS))
 def retrieve_model(model: str):
-    """One model (ids may contain slashes, e.g. meta-llama/Llama-2-7b-chat-hf)."""
+    """Retrieve a model
+
+    One model; 404 `model_not_found` when no worker serves it.
+    """
     return jsonify(models.retrieve_model(model, get_cluster()))

@@ -1,9 +1,11 @@
-"""Every response body, as app/serving/payloads.py and ApiError.body() build them, for the OpenAPI document.
+"""Every response body: the one spelling of its fields, for the OpenAPI document and for app/serving/payloads.py.
 
-Documentation only: responses are built as plain dicts and never dumped through these schemas. Every field a body
-always has is `required`; `allow_none` marks the ones that may be null (the OpenAPI document says `nullable`).
-Unknown fields are not allowed (marshmallow's default), so the document lists `additionalProperties: false` and a
-response validator catches any field added to a payload without being documented here.
+payloads.py derives a builder of plain dicts from each schema once, at import time (bodies are never dumped through
+marshmallow: that is too slow per streamed chunk): the builder's parameters are the fields in declaration order
+(which is the order of the JSON keys), the FIXED ones filled in. Every field a body always has is `required`;
+`allow_none` marks the ones that may be null (the OpenAPI document says `nullable`). Unknown fields are not allowed
+(marshmallow's default), so the document lists `additionalProperties: false`. ApiError.body() builds ErrorSchema's
+body and app/serving/tokens.py TokenCheckResponseSchema's; their tests validate them against these schemas.
 """
 from __future__ import annotations
 
@@ -11,10 +13,20 @@ from marshmallow import Schema, fields, validate
 
 FINISH_REASONS = ("stop", "length")
 
+# Metadata key of a field whose value is the same in every body: payloads' builders fill it in. apispec leaves
+# unknown metadata keys out of the document.
+FIXED = "fixed"
+
+
+def _fixed(value: object, field: fields.Field) -> fields.Field:
+    field.metadata[FIXED] = value
+    return field
+
 
 def _const(value: str, description: str | None = None) -> fields.String:
+    """A string field with one value, documented as a one-value enum."""
     metadata = {"description": description} if description else {}
-    return fields.String(required=True, validate=validate.OneOf([value]), metadata=metadata)
+    return _fixed(value, fields.String(required=True, validate=validate.OneOf([value]), metadata=metadata))
 
 
 def _int(description: str | None = None, **kwargs) -> fields.Integer:
@@ -33,15 +45,15 @@ class ModelPermissionSchema(Schema):
     id = _str("`modelperm-` followed by 32 hex digits.")
     object = _const("model_permission")
     created = _int("Unix time, seconds.")
-    allow_create_engine = fields.Boolean(required=True)
-    allow_sampling = fields.Boolean(required=True)
-    allow_logprobs = fields.Boolean(required=True)
-    allow_search_indices = fields.Boolean(required=True)
-    allow_view = fields.Boolean(required=True)
-    allow_fine_tuning = fields.Boolean(required=True)
-    organization = _str()
-    group = _str(allow_none=True)
-    is_blocking = fields.Boolean(required=True)
+    allow_create_engine = _fixed(False, fields.Boolean(required=True))
+    allow_sampling = _fixed(True, fields.Boolean(required=True))
+    allow_logprobs = _fixed(True, fields.Boolean(required=True))
+    allow_search_indices = _fixed(True, fields.Boolean(required=True))
+    allow_view = _fixed(True, fields.Boolean(required=True))
+    allow_fine_tuning = _fixed(False, fields.Boolean(required=True))
+    organization = _fixed("*", _str())
+    group = _fixed(None, _str(allow_none=True))
+    is_blocking = _fixed(False, fields.Boolean(required=True))
 
 
 class ModelCardSchema(Schema):
@@ -50,9 +62,9 @@ class ModelCardSchema(Schema):
     id = _str("The model name, as its workers registered it (may contain slashes).")
     object = _const("model")
     created = _int("Unix time, seconds.")
-    owned_by = _str("Always `fastchat`.")
+    owned_by = _fixed("fastchat", _str("Always `fastchat`."))
     root = _str("The model name again (FastChat's card).")
-    parent = _str("Always null.", allow_none=True)
+    parent = _fixed(None, _str("Always null.", allow_none=True))
     permission = fields.List(fields.Nested(ModelPermissionSchema), required=True)
 
 
@@ -127,6 +139,7 @@ class ChatCompletionMessageSchema(Schema):
 
     role = _const("assistant")
     content = _str()
+    refusal = _fixed(None, _str("Always null (OpenAI's schema requires the field).", allow_none=True))
 
 
 class ChatCompletionChoiceSchema(Schema):

@@ -1,0 +1,178 @@
+"""How the request schemas' fields read in the OpenAPI document: what apispec cannot read from app/schemas by
+itself (the custom union fields, exclusive bounds, null-only nested fields) and FIELD_DOCS, the descriptions and
+constraints that the validators hold in code."""
+from __future__ import annotations
+
+from marshmallow import Schema, fields, validate
+
+from app.schemas.chat import ROLES, ChatCompletionRequestSchema, MessageContent, Messages, MessageSchema
+from app.schemas.completions import MAX_PROMPTS, CompletionRequestSchema, Prompts
+from app.schemas.embeddings import EmbeddingInputs, EmbeddingRequestSchema
+from app.schemas.fields import StringOrList
+from app.schemas.sampling import SamplingRequestSchema
+
+TOKEN_ID = {"type": "integer", "minimum": 0}
+TEXT_PART = {"type": "object", "required": ["type", "text"],
+             "properties": {"type": {"type": "string", "enum": ["text"]}, "text": {"type": "string"}}}
+
+
+def _falsy(description: str) -> dict:
+    """A field the server accepts only when it is absent, null or empty (any JSON value Python finds false)."""
+    return {"description": description + " Only null or an empty value is accepted.", "oneOf": [
+        {"type": "array", "maxItems": 0, "nullable": True},
+        {"type": "object", "maxProperties": 0},
+        {"type": "string", "maxLength": 0},
+        {"type": "number", "enum": [0]},
+        {"type": "boolean", "enum": [False]},
+    ]}
+
+
+def _null_only(description: str) -> dict:
+    return {"description": description + " Only null is accepted.", "nullable": True, "enum": [None]}
+
+
+_NONE_OR_AUTO = {"type": "string", "enum": ["none", "auto", None], "nullable": True}
+
+# (schema class, field name) -> OpenAPI properties the validators say but apispec cannot read from them. An entry
+# with "oneOf" or "enum": [None] replaces the field's property; others are merged into it.
+FIELD_DOCS: dict[tuple[type[Schema], str], dict] = {
+    (MessageSchema, "role"): {"enum": list(ROLES), "description": "`developer` is treated as `system`."},
+    (MessageSchema, "tool_calls"): _falsy("Tool calls are not supported."),
+    (MessageSchema, "function_call"): _falsy("Function calls are not supported."),
+    (SamplingRequestSchema, "model"): {"description": "A model some worker serves."},
+    (SamplingRequestSchema, "top_k"): {"minimum": -1, "not": {"enum": [0]}, "description": "-1 disables; 0 is "
+                                       "rejected. Forwarded to the worker."},
+    (SamplingRequestSchema, "max_tokens"): {"description": "Default: the rest of the context for chat, 16 for "
+                                            "text completions. Over the context: 400 context_length_exceeded "
+                                            "(or clipped with CONTEXT_OVERFLOW=clip)."},
+    (SamplingRequestSchema, "stop"): {"description": "Up to MAX_STOP_SEQUENCES strings, merged with the "
+                                      "template's stop strings."},
+    (SamplingRequestSchema, "stream"): {"description": "Reply with server-sent events (text/event-stream)."},
+    (SamplingRequestSchema, "stream_options"): {
+        "description": "Only with `stream: true`. `include_usage: true` adds `usage: null` to every chunk and a "
+                       "last chunk with no choices and the usage of the whole request.",
+        "properties": {"include_usage": {"type": "boolean"}}},
+    (SamplingRequestSchema, "repetition_penalty"): {"description": "Forwarded to the worker."},
+    (SamplingRequestSchema, "seed"): {"description": "Forwarded to the worker."},
+    (SamplingRequestSchema, "user"): {"description": "Ignored."},
+    (SamplingRequestSchema, "logit_bias"): {"maxProperties": 0, "description": "Not supported: only null or {} "
+                                            "is accepted."},
+    (ChatCompletionRequestSchema, "messages"): {"description": "The conversation, or (FastChat's extension) a "
+                                                "string sent to the worker verbatim as the prompt."},
+    (ChatCompletionRequestSchema, "max_completion_tokens"): {"description": "max_tokens under its new name; "
+                                                              "when both are set they must be equal."},
+    (ChatCompletionRequestSchema, "logprobs"): {"description": "Return the logprobs of the generated tokens (when "
+                                                "the worker computes them; null otherwise)."},
+    (ChatCompletionRequestSchema, "top_logprobs"): {"description": "Alternatives per token; requires `logprobs: "
+                                                    "true`."},
+    (ChatCompletionRequestSchema, "tools"): _falsy("Tools (function calling) are not supported."),
+    (ChatCompletionRequestSchema, "functions"): _falsy("Functions (function calling) are not supported."),
+    (ChatCompletionRequestSchema, "tool_choice"): {**_NONE_OR_AUTO, "description": "Only none or auto."},
+    (ChatCompletionRequestSchema, "function_call"): {**_NONE_OR_AUTO, "description": "Only none or auto."},
+    (ChatCompletionRequestSchema, "response_format"): {
+        "type": "object", "required": ["type"], "properties": {"type": {"type": "string", "enum": ["text"]}},
+        "description": "Only {\"type\": \"text\"}."},
+    (ChatCompletionRequestSchema, "modalities"): {
+        "type": "array", "items": {"type": "string", "enum": ["text"]}, "minItems": 1, "maxItems": 1,
+        "description": "Only [\"text\"]."},
+    (ChatCompletionRequestSchema, "audio"): _null_only("Audio output is not supported."),
+    (ChatCompletionRequestSchema, "prediction"): _null_only("Predicted outputs are not supported."),
+    (ChatCompletionRequestSchema, "web_search_options"): _null_only("Web search is not supported."),
+    (CompletionRequestSchema, "prompt"): {"description": "A string, strings, token ids or token-id lists (token "
+                                          "ids are decoded with tiktoken; ids outside its vocabulary are a 400)."},
+    (CompletionRequestSchema, "echo"): {"description": "Prepend the prompt to each choice's text."},
+    (CompletionRequestSchema, "logprobs"): {"description": "Return the logprobs of the tokens (the worker "
+                                            "decides how many alternatives)."},
+    (CompletionRequestSchema, "best_of"): {"description": "At least n; not with `stream`. Forwarded to the "
+                                           "worker."},
+    (CompletionRequestSchema, "use_beam_search"): {"description": "Not with `stream`. Forwarded to the worker."},
+    (CompletionRequestSchema, "suffix"): {"enum": ["", None], "description": "Insertion is not supported: only "
+                                          "\"\" or null."},
+    (EmbeddingRequestSchema, "model"): {"description": "Required here unless the path names the model."},
+    (EmbeddingRequestSchema, "input"): {"description": "A string, strings, token ids or token-id lists, nothing "
+                                        "empty (token ids are decoded with tiktoken)."},
+    (EmbeddingRequestSchema, "encoding_format"): {"description": "base64 is always little-endian float32."},
+    (EmbeddingRequestSchema, "dimensions"): {"description": "Only the model's own dimensions (reduced dimensions "
+                                             "are not supported)."},
+    (EmbeddingRequestSchema, "user"): {"description": "Ignored."},
+}
+
+
+def gateway_field_properties(self, field: fields.Field, ret: dict, **kwargs) -> dict:
+    """apispec attribute function (bound to its OpenAPIConverter), run after the built-in ones: the custom union
+    fields as oneOf, ranges with exclusive bounds, nullable nested schemas that accept only null besides the
+    schema, and FIELD_DOCS. Edits `ret` in place."""
+    branches = _union_branches(self, field)
+    if branches is not None:
+        nullable = ret.pop("nullable", False)
+        for key in ("type", "format"):
+            ret.pop(key, None)
+        if nullable:
+            branches[0] = {**branches[0], "nullable": True}
+        ret["oneOf"] = branches
+    _exclusive_bounds(field, ret)
+    if isinstance(field, fields.Nested) and field.allow_none and "anyOf" in ret:
+        # apispec's {"type": "object", "nullable": true} branch would accept any object: accept only null there.
+        refs = [branch for branch in ret["anyOf"] if "$ref" in branch]
+        ret["anyOf"] = [*refs, {"type": "object", "nullable": True, "enum": [None]}]
+    docs = _field_docs(field)
+    if docs:
+        if "oneOf" in docs or docs.get("enum") == [None]:
+            description = ret.get("description")
+            ret.clear()
+            if description:
+                ret["description"] = description
+        ret.update(docs)
+    return {}
+
+
+def _union_branches(converter, field: fields.Field) -> list[dict] | None:
+    """The shapes each custom field of app/schemas accepts, exactly (None for other fields)."""
+    if isinstance(field, StringOrList):
+        strings = {"type": "array", "items": {"type": "string"}}
+        if field.max_items is not None:
+            strings["maxItems"] = field.max_items
+        return [{"type": "string"}, strings]
+    if isinstance(field, MessageContent):
+        return [{"type": "string"},
+                {"type": "array", "items": TEXT_PART, "description": "Text parts, joined with newlines."}]
+    if isinstance(field, Messages):
+        messages = {"type": "array", "minItems": 1, "items": converter.resolve_nested_schema(MessageSchema)}
+        if getattr(field, "max_items", None) is not None:
+            messages["maxItems"] = field.max_items
+        return [{"type": "string", "description": "A raw prompt, used verbatim (FastChat's extension)."}, messages]
+    if isinstance(field, Prompts):
+        return [{"type": "string"},
+                {"type": "array", "items": {"type": "string"}, "minItems": 1, "maxItems": MAX_PROMPTS},
+                {"type": "array", "items": TOKEN_ID, "minItems": 1, "description": "One prompt as token ids."},
+                {"type": "array", "items": {"type": "array", "items": TOKEN_ID, "minItems": 1}, "minItems": 1,
+                 "maxItems": MAX_PROMPTS}]
+    if isinstance(field, EmbeddingInputs):
+        return [{"type": "string", "minLength": 1},
+                {"type": "array", "items": {"type": "string", "minLength": 1}, "minItems": 1, "maxItems": MAX_PROMPTS},
+                {"type": "array", "items": TOKEN_ID, "minItems": 1, "description": "One input as token ids."},
+                {"type": "array", "items": {"type": "array", "items": TOKEN_ID, "minItems": 1}, "minItems": 1,
+                 "maxItems": MAX_PROMPTS}]
+    return None
+
+
+def _exclusive_bounds(field: fields.Field, ret: dict) -> None:
+    """apispec reads Range's min and max but not min_inclusive/max_inclusive (OpenAPI 3.0: boolean exclusive*)."""
+    for validator in field.validators:
+        if not isinstance(validator, validate.Range):
+            continue
+        if validator.min is not None and not validator.min_inclusive and ret.get("minimum") == validator.min:
+            ret["exclusiveMinimum"] = True
+        if validator.max is not None and not validator.max_inclusive and ret.get("maximum") == validator.max:
+            ret["exclusiveMaximum"] = True
+
+
+def _field_docs(field: fields.Field) -> dict | None:
+    parent = getattr(field, "parent", None)
+    if not isinstance(parent, Schema):
+        return None
+    for cls in type(parent).__mro__:
+        docs = FIELD_DOCS.get((cls, field.name))
+        if docs is not None:
+            return docs
+    return None

@@ -66,6 +66,19 @@ class TestNonStreaming:
         assert body["usage"] == {"prompt_tokens": 5, "completion_tokens": 9, "total_tokens": 14}
         assert generation.call_count == 3
 
+    def test_with_a_seed_each_choice_gets_its_own(self, client, cluster):
+        """One seed for every choice would make a worker that honours seeds return n identical choices."""
+        cluster.chat_ready()
+        cluster.generates()
+        chat(client, n=3, seed=7)
+        assert sorted(sent["seed"] for sent in cluster.sent("/worker_generate")) == [7, 8, 9]
+
+    def test_without_a_seed_no_choice_gets_one(self, client, cluster):
+        cluster.chat_ready()
+        cluster.generates()
+        chat(client, n=2)
+        assert all("seed" not in sent for sent in cluster.sent("/worker_generate"))
+
     def test_multi_turn_with_system_message_renders_the_template(self, client, cluster):
         cluster.chat_ready()
         cluster.generates()

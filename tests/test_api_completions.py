@@ -59,6 +59,14 @@ def test_several_prompts_and_n_number_choices_prompt_major(client, cluster, upst
     assert len(cluster.sent("/worker_generate")) == 4
 
 
+def test_with_a_seed_each_choice_of_a_prompt_gets_its_own(client, cluster):
+    ready(cluster, prompts=2, context=24)
+    cluster.generates()
+    complete(client, prompt=["p one", "p two"], n=2, seed=100, stream=False)
+    seeds = sorted((sent["prompt"], sent["seed"]) for sent in cluster.sent("/worker_generate"))
+    assert seeds == [("p one", 100), ("p one", 101), ("p two", 100), ("p two", 101)]
+
+
 def test_every_prompt_is_checked_against_the_context_before_generating(client, cluster, upstream):
     ready(cluster, prompts=0, context=20)
     cluster.counts(10)

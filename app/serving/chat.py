@@ -14,7 +14,7 @@ from app.serving.deltas import choice_deltas, finish_reason
 from app.serving.logprobs import LogprobsTracker, chat_logprobs, completion_logprobs
 from app.serving.prompt import build_prompt
 from app.serving.usage import total_usage
-from app.serving.worker_request import worker_payload
+from app.serving.worker_request import choice_payloads, worker_payload
 from app.upstream.worker import WorkerStream
 
 
@@ -40,7 +40,7 @@ def create_chat_completion(params: dict, cluster: Cluster) -> dict:
     """A whole chat completion; the n choices are generated concurrently."""
     def attempt(address: str) -> tuple[PreparedChat, list[dict]]:
         prepared = prepare_chat(params, cluster, address)
-        return prepared, cluster.generate(address, [prepared.payload] * params["n"])
+        return prepared, cluster.generate(address, choice_payloads(prepared.payload, params["n"]))
 
     prepared, replies = cluster.run_on_worker(params["model"], attempt)
     choices = [payloads.chat_choice(index, reply.get("text") or "", finish_reason(reply.get("finish_reason")),
@@ -54,7 +54,7 @@ def stream_chat_completion(params: dict, cluster: Cluster) -> Iterator[dict]:
     """Open the worker streams now (so failures get a status) and return the generator of chunks."""
     def attempt(address: str) -> tuple[PreparedChat, list[WorkerStream]]:
         prepared = prepare_chat(params, cluster, address)
-        return prepared, cluster.open_streams(address, [prepared.payload] * params["n"])
+        return prepared, cluster.open_streams(address, choice_payloads(prepared.payload, params["n"]))
 
     return _chunks(params, *cluster.run_on_worker(params["model"], attempt))
 

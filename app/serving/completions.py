@@ -13,7 +13,7 @@ from app.serving.deltas import choice_deltas, finish_reason
 from app.serving.logprobs import LogprobsTracker, completion_logprobs
 from app.serving.token_ids import decode_inputs
 from app.serving.usage import total_usage
-from app.serving.worker_request import worker_payload
+from app.serving.worker_request import choice_payloads, worker_payload
 from app.upstream.worker import WorkerStream
 
 
@@ -49,7 +49,8 @@ def create_completion(params: dict, cluster: Cluster) -> dict:
 
     def attempt(address: str) -> tuple[PreparedCompletion, list[dict]]:
         prepared = prepare_completion(params, cluster, address, streaming=False)
-        return prepared, cluster.generate(address, [payload for payload in prepared.payloads for _ in range(n)])
+        choices = [choice for payload in prepared.payloads for choice in choice_payloads(payload, n)]
+        return prepared, cluster.generate(address, choices)
 
     prepared, replies = cluster.run_on_worker(params["model"], attempt)
     choices = [payloads.completion_choice(index, reply.get("text") or "", finish_reason(reply.get("finish_reason")),
@@ -65,7 +66,7 @@ def stream_completion(params: dict, cluster: Cluster) -> Iterator[dict]:
     """Check every prompt and open every stream now (so failures get a status); return the chunk generator."""
     def attempt(address: str) -> tuple[PreparedCompletion, list[WorkerStream]]:
         prepared = prepare_completion(params, cluster, address, streaming=True)
-        payloads = [payload for payload in prepared.payloads for _ in range(params["n"])]
+        payloads = [choice for payload in prepared.payloads for choice in choice_payloads(payload, params["n"])]
         return prepared, cluster.open_streams(address, payloads)
 
     return _chunks(params, *cluster.run_on_worker(params["model"], attempt))

@@ -20,3 +20,11 @@ def worker_payload(params: dict, prompt: str, max_new_tokens: int | None, templa
         if params[optional] is not None:
             payload[optional] = params[optional]
     return payload
+
+
+def choice_payloads(payload: dict, n: int) -> list[dict]:
+    """The worker requests of one prompt's n choices. With a seed, choice i gets seed + i: one seed for all would
+    make a worker that honours seeds return n identical choices, where OpenAI's differ and stay reproducible."""
+    if "seed" not in payload:
+        return [payload] * n
+    return [{**payload, "seed": payload["seed"] + index} for index in range(n)]

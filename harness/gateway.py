@@ -5,11 +5,13 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
+from contextlib import contextmanager
 from pathlib import Path
 
 from app import cli
 from harness.procs import REPO_ROOT, Proc, free_port
+from harness.simworkers import SimulatedWorker
 
 BIN = Path(sys.executable).parent  # the virtualenv's scripts: gunicorn, fastchat-gateway
 # What the test tiers run with unless a test says otherwise: two processes, so that every test also sees the
@@ -68,3 +70,19 @@ class Gateway:
 
     def stop(self) -> None:
         self.proc.stop()
+
+
+@contextmanager
+def over_simulated_worker(run_dir: Path, name: str, *worker_args: str,
+                          **settings: str) -> Iterator[tuple[Gateway, SimulatedWorker]]:
+    """A gateway with no controller (WORKER_ADDRESSES) in front of one simulated worker started with
+    ``worker_args``: the smallest real stack. Both are named after ``name`` and stopped on exit."""
+    worker = SimulatedWorker(run_dir, *worker_args, name=f"sim-{name}")
+    try:
+        gateway = Gateway(run_dir, name=f"gateway-{name}", WORKER_ADDRESSES=worker.address, **settings)
+        try:
+            yield gateway, worker
+        finally:
+            gateway.stop()
+    finally:
+        worker.stop()

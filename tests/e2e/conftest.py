@@ -17,9 +17,7 @@ from harness import fastchat, procs
 @pytest.fixture(scope="session")
 def fastchat_venv() -> Path:
     """Path of the FastChat (controller + API server) virtualenv, made if needed."""
-    path = fastchat.venv_path("controller")
-    procs.require(fastchat.ensure_fastchat_venv, "controller", path)
-    return path
+    return procs.require(fastchat.ensure_fastchat_venv, "controller").parents[1]
 
 
 @pytest.fixture(scope="session")

@@ -7,22 +7,14 @@ import openai
 import pytest
 import requests
 
-from harness.gateway import Gateway
-from harness.simworkers import SimulatedWorker
+from harness.gateway import over_simulated_worker
 
 
 @pytest.fixture(scope="module")
 def stack(run_dir):
-    worker = SimulatedWorker(run_dir, "--tokens", "20", "--token-delay", "0.05", name="sim-gevent")
-    try:
-        gateway = Gateway(run_dir, name="gateway-gevent", WORKER_ADDRESSES=worker.address,
-                          GUNICORN_WORKER_CLASS="gevent", WEB_CONCURRENCY="1")
-        try:
-            yield gateway, worker
-        finally:
-            gateway.stop()
-    finally:
-        worker.stop()
+    with over_simulated_worker(run_dir, "gevent", "--tokens", "20", "--token-delay", "0.05",
+                               GUNICORN_WORKER_CLASS="gevent", WEB_CONCURRENCY="1") as stack:
+        yield stack
 
 
 def test_many_streams_at_once_on_one_process(stack):

@@ -3,21 +3,13 @@ import pytest
 from langchain_core.messages import HumanMessage, SystemMessage
 from langchain_openai import ChatOpenAI
 
-from harness.gateway import Gateway
-from harness.simworkers import SimulatedWorker
+from harness.gateway import over_simulated_worker
 
 
 @pytest.fixture(scope="module")
 def gateway(run_dir):
-    worker = SimulatedWorker(run_dir, "--tokens", "6", name="sim-langchain")
-    try:
-        gateway = Gateway(run_dir, name="gateway-langchain", WORKER_ADDRESSES=worker.address, API_KEYS="sk-lc")
-        try:
-            yield gateway
-        finally:
-            gateway.stop()
-    finally:
-        worker.stop()
+    with over_simulated_worker(run_dir, "langchain", "--tokens", "6", API_KEYS="sk-lc") as (gateway, _):
+        yield gateway
 
 
 @pytest.fixture

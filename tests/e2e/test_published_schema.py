@@ -19,8 +19,7 @@ import requests
 from jsonschema import Draft202012Validator
 
 from harness import sse
-from harness.gateway import Gateway
-from harness.simworkers import SimulatedWorker
+from harness.gateway import over_simulated_worker
 
 SPEC_NAME = "openai-openapi-subset.json"
 
@@ -129,15 +128,10 @@ def test_a_relaxed_schema_still_rejects_what_the_quirk_does_not_cover(published)
 
 @pytest.fixture(scope="module")
 def gateway(run_dir):
-    worker = SimulatedWorker(run_dir, "--tokens", "5", name="sim-spec")
-    try:
-        gateway = Gateway(run_dir, name="gateway-spec", WORKER_ADDRESSES=worker.address, API_KEYS=KEY)
-        try:
-            yield gateway
-        finally:
-            gateway.stop()
-    finally:
-        worker.stop()
+    # A token delay, so that frames arrive one by one and every stream has several chunks to check.
+    with over_simulated_worker(run_dir, "spec", "--tokens", "5", "--token-delay", "0.005",
+                               API_KEYS=KEY) as (gateway, _):
+        yield gateway
 
 
 @pytest.fixture(scope="module")

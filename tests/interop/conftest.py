@@ -25,9 +25,7 @@ TINY_MODEL_NAME = "tiny-vicuna-test"
 @pytest.fixture(scope="session")
 def fastchat_model_worker_venv() -> Path:
     """Path of the FastChat virtualenv with CPU torch + transformers, made if needed."""
-    path = fastchat.venv_path("model-worker")
-    procs.require(fastchat.ensure_fastchat_venv, "model-worker", path)
-    return path
+    return procs.require(fastchat.ensure_fastchat_venv, "model-worker").parents[1]
 
 
 @pytest.fixture(scope="session")

@@ -7,7 +7,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from harness import fastchat
+from harness import fastchat, procs
 from fault_checks import (KEY, READ_TIMEOUT, Expect, body_for, call, model_requests, normal_problems,
                           outcome_problems, ready_status, unavailable_problems, wait_idle, wait_success)
 from harness.fastchat import wait_registered
@@ -17,11 +17,7 @@ from harness.simworkers import SimulatedWorker
 
 @pytest.fixture(scope="module")
 def fastchat_python():
-    try:
-        return fastchat.ensure_fastchat_venv("controller")
-    except fastchat.PrerequisiteMissing as exc:
-        problem = str(exc)
-    pytest.fail(problem, pytrace=False)
+    return procs.require(fastchat.ensure_fastchat_venv, "controller")
 
 
 @pytest.fixture(scope="module")

@@ -105,6 +105,20 @@ class TestWholeToolCalls:
         assert choice["message"] == {"role": "assistant", "content": text, "refusal": None}
         assert choice["finish_reason"] == "stop"
 
+    def test_an_unknown_name_is_a_call_only_between_explicit_markers(self, client, cluster):
+        # Between markers the model plainly asked for a call, and the client sees it; a marker-less Llama 3 reply
+        # is a call only when it names an offered tool (else it is a JSON answer).
+        ready(cluster, QWEN)
+        cluster.generates(HERMES_CALL.replace("get_weather", "get_news"))
+        assert calls_of(post(client, tools=TOOLS).get_json()["choices"][0]["message"]) == [("get_news", PARIS)]
+
+    def test_an_unknown_name_in_a_llama3_reply_is_content(self, client, cluster):
+        ready(cluster, LLAMA_3)
+        text = LLAMA3_CALL.replace("get_weather", "get_news")
+        cluster.generates(text)
+        choice = post(client, tools=TOOLS).get_json()["choices"][0]
+        assert choice["message"]["content"] == text and choice["finish_reason"] == "stop"
+
     def test_a_reply_cut_by_the_length_limit_keeps_length(self, client, cluster):
         ready(cluster)
         cluster.generates(HERMES_CALL, finish_reason="length")

@@ -349,6 +349,15 @@ class TestStructuredWhole:
         assert sorted(c["message"]["content"] for c in body["choices"]) == ['{"city": "Paris"}', '{"city": "Rome"}']
         assert len(cluster.sent("/worker_generate")) == 3
 
+    def test_a_seeded_choice_is_generated_again_with_a_new_seed(self, client, cluster):
+        ready(cluster, VICUNA)
+        cluster.generates('{"city": "Paris"}')
+        cluster.generates("nope")
+        cluster.generates('{"city": "Rome"}')
+        post(client, response_format=SCHEMA, n=2, seed=10)
+        seeds = sorted(payload["seed"] for payload in cluster.sent("/worker_generate"))
+        assert seeds[:2] == [10, 11] and seeds[2] in (12, 13)  # choice i's retry: 10 + i + 1 * n
+
     def test_a_reply_cut_by_max_tokens_is_returned_as_it_is(self, client, cluster):
         ready(cluster, VICUNA)
         cluster.generates('{"city": "Pa', finish_reason="length")

@@ -77,9 +77,9 @@ def create_chat_completion(params: dict, cluster: Cluster) -> dict:
 
     def attempt(address: str) -> tuple[PreparedChat, list[dict], list[Reply], list[dict]]:
         prepared = prepare_chat(params, cluster, address)
-        choice_payloads_ = choice_payloads(prepared.payload, params["n"])
-        generated = cluster.generate(address, choice_payloads_)
-        return (prepared, *_complying_replies(prepared.rules, cluster, address, choice_payloads_, generated, ids))
+        worker_payloads = choice_payloads(prepared.payload, params["n"])
+        generated = cluster.generate(address, worker_payloads)
+        return (prepared, *_complying_replies(prepared.rules, cluster, address, worker_payloads, generated, ids))
 
     prepared, replies, shaped, retried = cluster.run_on_worker(params["model"], attempt)
     choices = [payloads.chat_choice(index, reply.message, reply.finish_reason,
@@ -90,7 +90,7 @@ def create_chat_completion(params: dict, cluster: Cluster) -> dict:
     return payloads.chat_completion(payloads.new_id("chatcmpl"), payloads.now(), params["model"], choices, usage)
 
 
-def _complying_replies(rules: ReplyRules, cluster: Cluster, address: str, choice_payloads_: list[dict],
+def _complying_replies(rules: ReplyRules, cluster: Cluster, address: str, worker_payloads: list[dict],
                        generated: list[dict], ids: CallIds) -> tuple[list[dict], list[Reply], list[dict]]:
     """The choices shaped, the ones that break a JSON response_format generated again (at most
     cluster.structured_retries more times); raises non_compliant when one still breaks it. Returns the final
@@ -100,11 +100,12 @@ def _complying_replies(rules: ReplyRules, cluster: Cluster, address: str, choice
 
     final, shaped = list(generated), [shape(reply) for reply in generated]
     earlier: list[dict] = []
-    for _ in range(cluster.structured_retries):
+    for retry in range(1, cluster.structured_retries + 1):
         failing = [index for index, reply in enumerate(shaped) if reply.problem]
         if not failing:
             break
-        again = cluster.generate(address, [choice_payloads_[index] for index in failing])
+        again = cluster.generate(address, [_retry_payload(worker_payloads[index], retry, len(worker_payloads))
+                                           for index in failing])
         for index, reply in zip(failing, again):
             earlier.append(final[index])
             final[index], shaped[index] = reply, shape(reply)
@@ -112,6 +113,14 @@ def _complying_replies(rules: ReplyRules, cluster: Cluster, address: str, choice
     if problem is not None:
         raise structured.non_compliant(problem)
     return final, shaped, earlier
+
+
+def _retry_payload(payload: dict, retry: int, n: int) -> dict:
+    """A seeded choice is generated again with a seed no choice of the request had (seed + i + retry * n): with
+    its own seed, a worker that honours seeds would only repeat the same reply. Still reproducible."""
+    if payload.get("seed") is None:
+        return payload
+    return {**payload, "seed": payload["seed"] + retry * n}
 
 
 def stream_chat_completion(params: dict, cluster: Cluster) -> Iterator[dict]:

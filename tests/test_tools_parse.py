@@ -58,6 +58,8 @@ CASES = {
         'Checking. <tool_call>\n{"name": "get_weather", "argu', []),
     "hermes text ending in a marker prefix": (hermes, "a < b and <tool", "a < b and <tool", []),
     "hermes text after the calls": (hermes, H_CALL + "\n\nDone.  ", "Done.", [("get_weather", PARIS)]),
+    "hermes text around a call keeps a line break": (
+        hermes, "Checking. " + H_CALL + "  Done.", "Checking.\nDone.", [("get_weather", PARIS)]),
     "hermes unicode arguments": (
         hermes, '<tool_call>{"name": "get_time", "arguments": {"city": "Zürich"}}</tool_call>', None,
         [("get_time", '{"city": "Zürich"}')]),

@@ -48,6 +48,7 @@ class ToolCallStream:
         self._pending_ws = ""   # whitespace after content, released only if more content follows
         self._held_ws = ""      # whitespace before a block, released only if the block is not a call
         self._after_call = False
+        self._said = False  # whether content was released (text after a call then starts on a new line)
         self._marker: Marker | None = None
         self._span: JsonSpan | None = None
         self._step = Step()
@@ -167,10 +168,13 @@ class ToolCallStream:
             if not text:
                 return
             self._after_call = False
+            if self._said:  # "Checking." <call> "Done." reads "Checking.\nDone.", not "Checking.Done."
+                text = "\n" + text
         body = text.rstrip()
         if body:
             self._step.content += self._pending_ws + body
             self._pending_ws = text[len(body):]
+            self._said = True
         else:
             self._pending_ws += text
 

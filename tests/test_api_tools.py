@@ -4,6 +4,8 @@ import json
 
 import pytest
 
+from app import create_app
+from app.config import ConfigError
 from tests.fakes import MODEL, VICUNA, text_frames
 from tests.test_api_chat import CHAT, sse_events
 from tests.test_prompt import LLAMA_3, MISTRAL, QWEN
@@ -219,19 +221,17 @@ class TestFormatChoice:
                                                                  "invalid_request_error")
         assert "vicuna_v1.1" in error["message"]
 
-    @pytest.mark.parametrize("overrides, conv, status", [
-        ({MODEL: "hermes"}, VICUNA, 200), ({"vicuna-*": "mistral"}, VICUNA, 200), ({MODEL: "none"}, QWEN, 400)])
-    def test_tool_formats_forces_or_adds_a_format(self, config, cluster, overrides, conv, status):
-        from app import create_app
-        client = create_app({**config, "TOOL_FORMATS": overrides}, environ={}).test_client()
+    @pytest.mark.parametrize("setting, conv, status", [
+        (f"{MODEL}=hermes", VICUNA, 200), ("other=none, vicuna-*=mistral", VICUNA, 200), (f"{MODEL}=none", QWEN, 400),
+        (f"vicuna-*=none,{MODEL}=hermes", VICUNA, 200)])
+    def test_tool_formats_forces_or_adds_a_format(self, config, cluster, setting, conv, status):
+        client = create_app(config, environ={"TOOL_FORMATS": setting}).test_client()
         ready(cluster, conv, generating=status == 200)
         if status == 200:
             cluster.generates("Hi")
         assert post(client, tools=TOOLS).status_code == status
 
     def test_a_bad_tool_formats_value_stops_the_app_naming_the_setting(self):
-        from app import create_app
-        from app.config import ConfigError
         with pytest.raises(ConfigError, match="TOOL_FORMATS"):
             create_app(environ={"TOOL_FORMATS": "qwen=xml"})
 
@@ -333,7 +333,6 @@ class TestStructuredWhole:
 
     @pytest.mark.parametrize("retries, calls", [(0, 1), (2, 3)])
     def test_structured_output_retries_bounds_the_generations(self, config, cluster, retries, calls):
-        from app import create_app
         client = create_app({**config, "STRUCTURED_OUTPUT_RETRIES": retries}, environ={}).test_client()
         ready(cluster, VICUNA)
         cluster.generates('{"city": 1}')

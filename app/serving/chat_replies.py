@@ -72,6 +72,8 @@ class StreamedReply:
 
     def delta(self, text: str, worker_finish: str | None) -> tuple[dict, str | None]:
         """The chunk's delta and finish_reason for new text (worker_finish set on the choice's last delta)."""
+        if self._parser is None and self._checked is None:  # plain text: the hot path of every stream
+            return ({"content": text} if text else {}), worker_finish
         step = Step(text)
         called = False
         if self._parser is not None:

@@ -66,8 +66,9 @@ class EventStream:
             if self._record is not None:
                 self._record.usage = chunk["usage"]
             return self._include_usage
-        if self._record is not None and choices and (choices[0].get("text") or
-                                                     (choices[0].get("delta") or {}).get("content")):
+        delta = (choices[0].get("delta") or {}) if choices else {}
+        if self._record is not None and choices and (choices[0].get("text") or delta.get("content")
+                                                     or delta.get("tool_calls")):
             self._record.first_token()
         return True
 

@@ -12,6 +12,8 @@ from app import auth, create_app
 from app.openapi import EXTENSION_KEY, build_spec, openapi_path
 from app.upstream.errors import UpstreamError
 from tests.fakes import CONTROLLER, MODEL, WORKER, frames, text_frames
+from tests.test_api_tools import HERMES_TWO, TOOLS, cumulative, ready
+from tests.test_prompt import QWEN
 from tests.openapi_json_schema import to_json_schema
 from tests.test_api_chat import WORKER_LOGPROBS, sse_events
 
@@ -187,15 +189,31 @@ CHAT_BODIES = [
     ({"messages": [{"role": "user", "content": []}]}, True),
     ({"messages": [{"role": "user", "content": [{"type": "image_url", "image_url": {}}]}]}, False),
     ({"messages": [{"role": "user", "content": None}]}, False),
+    # A tool message's tool_call_id must answer an earlier call: a rule across messages the document cannot say,
+    # so only the missing id is listed here.
     ({"messages": [{"role": "tool", "content": "x"}]}, False), ({"messages": [{"role": "robot", "content": "x"}]}, False),
+    ({"messages": [{"role": "user", "content": "a"}, {"role": "assistant", "content": None, "tool_calls": [
+        {"id": "call_1", "type": "function", "function": {"name": "f", "arguments": "{}"}}]},
+        {"role": "tool", "content": "x", "tool_call_id": "call_1"}]}, True),
+    ({"messages": [{"role": "assistant", "content": None, "tool_calls": [
+        {"id": "call_1", "function": {"name": "bad name", "arguments": "{}"}}]}]}, False),
     ({"messages": [{"role": "assistant", "content": "x", "tool_calls": []}]}, True),
     ({"messages": [{"role": "assistant", "content": "x", "tool_calls": [{}]}]}, False),
     ({"messages": [{"content": "x"}]}, False), ({"model": None}, False), ({"model": 3}, False),
     ({"stop": "x"}, True), ({"stop": ["a", "b"]}, True), ({"stop": None}, True), ({"stop": [1]}, False),
     ({"stop": ["s"] * 17}, False), ({"stop": 3}, False),
-    ({"tools": []}, True), ({"tools": None}, True), ({"tools": False}, True), ({"tools": [{"type": "function"}]}, False),
-    ({"tool_choice": "auto"}, True), ({"tool_choice": "required"}, False), ({"function_call": "none"}, True),
-    ({"response_format": {"type": "text"}}, True), ({"response_format": {"type": "json_object"}}, False),
+    # tools, tool_choice and response_format are served now: their entries changed with that.
+    ({"tools": []}, True), ({"tools": None}, True), ({"tools": False}, False), ({"tools": [{"type": "function"}]}, False),
+    ({"tools": [{"type": "function", "function": {"name": "f", "parameters": {"type": "object"}}}],
+      "tool_choice": "required", "parallel_tool_calls": False}, True),
+    ({"tools": [{"type": "function", "function": {"name": "f", "parameters": []}}]}, False),
+    ({"tools": [{"type": "function", "function": {"name": "no spaces"}}]}, False),
+    ({"tools": [{"type": "function", "function": {"name": "f"}}] * 129}, False),
+    ({"parallel_tool_calls": 1}, False),
+    ({"tool_choice": "auto"}, True), ({"tool_choice": "sometimes"}, False), ({"function_call": "none"}, True),
+    ({"response_format": {"type": "text"}}, True), ({"response_format": {"type": "json_object"}}, True),
+    ({"response_format": {"type": "json_schema", "json_schema": {"name": "r", "schema": {"type": "object"}}}}, True),
+    ({"response_format": {"type": "json_schema"}}, False), ({"response_format": {"type": "xml"}}, False),
     ({"modalities": ["text"]}, True), ({"modalities": ["text", "audio"]}, False),
     ({"audio": None}, True), ({"audio": {}}, False), ({"web_search_options": {}}, False),
     ({"top_k": -1}, True), ({"top_k": 5}, True), ({"top_k": 0}, False), ({"top_k": -2}, False),
@@ -319,6 +337,21 @@ def test_chat_chunks(client, cluster, spec):
     assert events[-1]["choices"] == [] and events[-1]["usage"]["total_tokens"] == 7
     chunk = events[1]  # one chat chunk, against the chunk component itself
     assert_conforms(spec, component(spec, "ChatCompletionChunk"), chunk)
+
+
+def test_tool_calls_and_json_mode_responses(client, cluster, spec):
+    ready(cluster, QWEN)
+    cluster.generates("Checking.\n" + HERMES_TWO)
+    response = chat(client, tools=TOOLS)
+    assert response.get_json()["choices"][0]["finish_reason"] == "tool_calls"
+    assert_response_conforms(spec, "/v1/chat/completions", "post", response)
+    cluster.streams(text_frames(cumulative(HERMES_TWO)))
+    events = assert_events_conform(spec, "/v1/chat/completions", chat(client, tools=TOOLS, stream=True))
+    assert sum(len(e["choices"][0]["delta"].get("tool_calls", ())) for e in events if e.get("choices")) == 2
+    cluster.generates("not JSON")  # twice: the retry
+    response = chat(client, response_format={"type": "json_object"})
+    assert response.status_code == 502
+    assert_response_conforms(spec, "/v1/chat/completions", "post", response)
 
 
 def test_chat_chunks_without_usage_and_a_closing_chunk_without_text(client, cluster, spec):

@@ -58,6 +58,8 @@ CASES = {
         'Checking. <tool_call>\n{"name": "get_weather", "argu', []),
     "hermes text ending in a marker prefix": (hermes, "a < b and <tool", "a < b and <tool", []),
     "hermes text after the calls": (hermes, H_CALL + "\n\nDone.  ", "Done.", [("get_weather", PARIS)]),
+    "hermes text around a call keeps a line break": (
+        hermes, "Checking. " + H_CALL + "  Done.", "Checking.\nDone.", [("get_weather", PARIS)]),
     "hermes unicode arguments": (
         hermes, '<tool_call>{"name": "get_time", "arguments": {"city": "Zürich"}}</tool_call>', None,
         [("get_time", '{"city": "Zürich"}')]),
@@ -179,7 +181,9 @@ def test_a_reply_cut_by_the_length_limit_keeps_finish_reason_length():
 
 def test_message_shape():
     message = parse_reply(hermes.FORMAT, H_CALL, NAMES).message()
-    assert message == {"role": "assistant", "content": None, "tool_calls": [
+    # refusal: null, as every chat message has it (app.schemas.responses).
+    assert message == {"role": "assistant", "content": None, "refusal": None, "tool_calls": [
         {"id": message["tool_calls"][0]["id"], "type": "function",
          "function": {"name": "get_weather", "arguments": PARIS}}]}
-    assert parse_reply(hermes.FORMAT, "hi", NAMES).message() == {"role": "assistant", "content": "hi"}
+    assert parse_reply(hermes.FORMAT, "hi", NAMES).message() == {"role": "assistant", "content": "hi",
+                                                                 "refusal": None}

@@ -10,7 +10,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from app.serving.tools.calls import CallIds, ToolCall, decode_calls, delta_tool_call
+from app.serving import payloads
+from app.serving.tools.calls import CallIds, ToolCall, decode_calls
 from app.serving.tools.formats import Marker, ToolFormat
 from app.serving.tools.jsonspan import JsonSpan
 
@@ -28,7 +29,8 @@ class Step:
         """The chunk delta for this step ({} when it releases nothing)."""
         delta = {"content": self.content} if self.content else {}
         if self.calls:
-            delta["tool_calls"] = [delta_tool_call(index, call) for index, call in self.calls]
+            delta["tool_calls"] = [payloads.delta_tool_call(index, call.id, call.name, call.arguments)
+                                   for index, call in self.calls]
         return delta
 
 
@@ -46,6 +48,7 @@ class ToolCallStream:
         self._pending_ws = ""   # whitespace after content, released only if more content follows
         self._held_ws = ""      # whitespace before a block, released only if the block is not a call
         self._after_call = False
+        self._said = False  # whether content was released (text after a call then starts on a new line)
         self._marker: Marker | None = None
         self._span: JsonSpan | None = None
         self._step = Step()
@@ -165,10 +168,13 @@ class ToolCallStream:
             if not text:
                 return
             self._after_call = False
+            if self._said:  # "Checking." <call> "Done." reads "Checking.\nDone.", not "Checking.Done."
+                text = "\n" + text
         body = text.rstrip()
         if body:
             self._step.content += self._pending_ws + body
             self._pending_ws = text[len(body):]
+            self._said = True
         else:
             self._pending_ws += text
 

@@ -558,6 +558,19 @@ def test_prompt_directive(sim):
     assert sim.post("/worker_generate", gen_payload()).json()["error_code"] == 0
 
 
+def test_tools_in_the_prompt_stream_a_scripted_call(sim):
+    # Tool replies are unit-tested in tests/test_simworker_tools.py; here: they go over the wire as any text does.
+    prompt = ('[INST] [AVAILABLE_TOOLS] [{"type": "function", "function": {"name": "get_time", "parameters": '
+              '{"type": "object", "required": ["tz"], "properties": {"tz": {"type": "string"}}}}}][/AVAILABLE_TOOLS]'
+              "What time is it? [/INST]")
+    frames = stream(sim, gen_payload(prompt, max_new_tokens=256))
+    call = '[TOOL_CALLS] [{"name": "get_time", "arguments": {"tz": "'
+    assert frames[-1]["text"].startswith(call) and frames[-1]["text"].endswith('"}}]')
+    assert frames[-1]["finish_reason"] == "stop" and len(frames) > 10
+    assert all(len(b["text"]) - len(a["text"]) <= 6 for a, b in zip(frames, frames[1:]))
+    assert sim.post("/worker_generate", gen_payload(prompt, max_new_tokens=256)).json() == frames[-1]
+
+
 # --------------------------------------------------------------------------
 # Introspection, disconnects, concurrency, HTTP details
 # --------------------------------------------------------------------------

@@ -61,4 +61,5 @@ def build_cluster(config: Mapping[str, Any]) -> Cluster:
                       cache_size=config["TEMPLATE_CACHE_SIZE"])
     return Cluster(controller, workers, ThreadPoolExecutor(max_workers=32, thread_name_prefix="choice"),
                    numbering=config["SEP_STYLE_NUMBERING"], clip_overflow=config["CONTEXT_OVERFLOW"] == "clip",
-                   embedding_batch_size=config["EMBEDDING_BATCH_SIZE"], failover_attempts=config["FAILOVER_ATTEMPTS"])
+                   embedding_batch_size=config["EMBEDDING_BATCH_SIZE"], failover_attempts=config["FAILOVER_ATTEMPTS"],
+                   tool_formats=config["TOOL_FORMATS"], structured_retries=config["STRUCTURED_OUTPUT_RETRIES"])

@@ -10,8 +10,20 @@ from app.schemas.completions import MAX_PROMPTS, CompletionRequestSchema, Prompt
 from app.schemas.embeddings import EmbeddingInputs, EmbeddingRequestSchema
 from app.schemas.fields import StringOrList
 from app.schemas.sampling import SamplingRequestSchema
+from app.schemas.tools import (CHOICES, MAX_SCHEMA_CHARS, MAX_SCHEMA_DEPTH, MAX_TOOLS, FunctionSchema,
+                               JsonSchemaFormat, ResponseFormat, ToolChoice, Tools, ToolSchema)
 
 TOKEN_ID = {"type": "integer", "minimum": 0}
+_NULL = {"nullable": True, "enum": [None]}
+# What app.schemas.tools.check_message says across a message's fields: content may be null or absent only on an
+# assistant message with tool_calls; a tool message needs tool_call_id (and content).
+MESSAGE_RULES = {"allOf": [
+    {"anyOf": [{"required": ["content"], "properties": {"content": {"not": _NULL}}},
+               {"required": ["role", "tool_calls"], "properties": {
+                   "role": {"enum": ["assistant"]}, "tool_calls": {"type": "array", "minItems": 1}}}]},
+    {"anyOf": [{"properties": {"role": {"not": {"enum": ["tool"]}}}},
+               {"required": ["tool_call_id"], "properties": {"tool_call_id": {"not": _NULL}}}]},
+]}
 TEXT_PART = {"type": "object", "required": ["type", "text"],
              "properties": {"type": {"type": "string", "enum": ["text"]}, "text": {"type": "string"}}}
 
@@ -37,8 +49,22 @@ _NONE_OR_AUTO = {"type": "string", "enum": ["none", "auto", None], "nullable": T
 # with "oneOf" or "enum": [None] replaces the field's property; others are merged into it.
 FIELD_DOCS: dict[tuple[type[Schema], str], dict] = {
     (MessageSchema, "role"): {"enum": list(ROLES), "description": "`developer` is treated as `system`."},
-    (MessageSchema, "tool_calls"): _falsy("Tool calls are not supported."),
-    (MessageSchema, "function_call"): _falsy("Function calls are not supported."),
+    (MessageSchema, "content"): {"description": "null (or absent) only on an assistant message with "
+                                 "tool_calls."},
+    (MessageSchema, "tool_calls"): {"description": "An assistant message's earlier calls, written back into the "
+                                    "prompt in the model's tool format."},
+    (MessageSchema, "tool_call_id"): {"description": "Required on a `tool` message (and only there): the id of "
+                                      "a call of an earlier assistant message."},
+    (MessageSchema, "function_call"): _falsy("The legacy function calling is not supported: use tool_calls."),
+    (ToolSchema, "type"): {"enum": ["function"], "description": "Only function tools."},
+    (FunctionSchema, "parameters"): {
+        "type": "object", "description": f"A JSON Schema (Draft 2020-12 unless it names its $schema), at most "
+                                         f"{MAX_SCHEMA_CHARS} characters and {MAX_SCHEMA_DEPTH} levels deep, "
+                                         f"only local $refs."},
+    (JsonSchemaFormat, "schema"): {
+        "type": "object", "description": f"The JSON Schema the reply is validated against (Draft 2020-12 unless "
+                                         f"it names its $schema), bounded as tool parameters are."},
+    (JsonSchemaFormat, "strict"): {"description": "Accepted; the reply is validated, not constrained."},
     (SamplingRequestSchema, "model"): {"description": "A model some worker serves."},
     (SamplingRequestSchema, "top_k"): {"minimum": -1, "not": {"enum": [0]}, "description": "-1 disables; 0 is "
                                        "rejected. Forwarded to the worker."},
@@ -65,13 +91,22 @@ FIELD_DOCS: dict[tuple[type[Schema], str], dict] = {
                                                 "the worker computes them; null otherwise)."},
     (ChatCompletionRequestSchema, "top_logprobs"): {"description": "Alternatives per token; requires `logprobs: "
                                                     "true`."},
-    (ChatCompletionRequestSchema, "tools"): _falsy("Tools (function calling) are not supported."),
-    (ChatCompletionRequestSchema, "functions"): _falsy("Functions (function calling) are not supported."),
-    (ChatCompletionRequestSchema, "tool_choice"): {**_NONE_OR_AUTO, "description": "Only none or auto."},
-    (ChatCompletionRequestSchema, "function_call"): {**_NONE_OR_AUTO, "description": "Only none or auto."},
+    (ChatCompletionRequestSchema, "tools"): {"description": "Function tools with distinct names, written into "
+                                             "the prompt in the model's tool format (a 400 naming `tools` for a "
+                                             "model without one); not with `logprobs`."},
+    (ChatCompletionRequestSchema, "tool_choice"): {"description": "Default auto with tools, none without. "
+                                                   "required and a named function need tools (the name one of "
+                                                   "them); they are an instruction in the prompt, best effort."},
+    (ChatCompletionRequestSchema, "parallel_tool_calls"): {"description": "Default true. false: the prompt asks "
+                                                           "for one call and only the first call is returned."},
+    (ChatCompletionRequestSchema, "functions"): _falsy("The legacy function calling is not supported: use tools."),
+    (ChatCompletionRequestSchema, "function_call"): {**_NONE_OR_AUTO, "description": "Only none or auto: use "
+                                                     "tool_choice."},
     (ChatCompletionRequestSchema, "response_format"): {
-        "type": "object", "required": ["type"], "properties": {"type": {"type": "string", "enum": ["text"]}},
-        "description": "Only {\"type\": \"text\"}."},
+        "description": "json_object and json_schema add an instruction to the prompt and check the reply (its "
+                       "first JSON object is the content); a whole reply that does not comply is generated again "
+                       "(STRUCTURED_OUTPUT_RETRIES), then fails with 502 response_format_not_followed; a stream "
+                       "ends with that error event. Not with `logprobs`."},
     (ChatCompletionRequestSchema, "modalities"): {
         "type": "array", "items": {"type": "string", "enum": ["text"]}, "minItems": 1, "maxItems": 1,
         "description": "Only [\"text\"]."},
@@ -137,7 +172,8 @@ def _union_branches(converter, field: fields.Field) -> list[dict] | None:
         return [{"type": "string"},
                 {"type": "array", "items": TEXT_PART, "description": "Text parts, joined with newlines."}]
     if isinstance(field, Messages):
-        messages = {"type": "array", "minItems": 1, "items": converter.resolve_nested_schema(MessageSchema)}
+        messages = {"type": "array", "minItems": 1,
+                    "items": {"allOf": [converter.resolve_nested_schema(MessageSchema), MESSAGE_RULES]}}
         if getattr(field, "max_items", None) is not None:
             messages["maxItems"] = field.max_items
         return [{"type": "string", "description": "A raw prompt, used verbatim (FastChat's extension)."}, messages]
@@ -147,6 +183,20 @@ def _union_branches(converter, field: fields.Field) -> list[dict] | None:
                 {"type": "array", "items": TOKEN_ID, "minItems": 1, "description": "One prompt as token ids."},
                 {"type": "array", "items": {"type": "array", "items": TOKEN_ID, "minItems": 1}, "minItems": 1,
                  "maxItems": MAX_PROMPTS}]
+    if isinstance(field, Tools):
+        return [{"type": "array", "maxItems": MAX_TOOLS, "items": converter.resolve_nested_schema(ToolSchema)}]
+    if isinstance(field, ToolChoice):
+        return [{"type": "string", "enum": list(CHOICES)},
+                {"type": "object", "required": ["type", "function"], "properties": {
+                    "type": {"type": "string", "enum": ["function"]},
+                    "function": {"type": "object", "required": ["name"],
+                                 "properties": {"name": {"type": "string"}}}}}]
+    if isinstance(field, ResponseFormat):
+        return [{"type": "object", "required": ["type"],
+                 "properties": {"type": {"type": "string", "enum": ["text", "json_object"]}}},
+                {"type": "object", "required": ["type", "json_schema"], "properties": {
+                    "type": {"type": "string", "enum": ["json_schema"]},
+                    "json_schema": converter.resolve_nested_schema(JsonSchemaFormat)}}]
     if isinstance(field, EmbeddingInputs):
         return [{"type": "string", "minLength": 1},
                 {"type": "array", "items": {"type": "string", "minLength": 1}, "minItems": 1, "maxItems": MAX_PROMPTS},

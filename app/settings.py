@@ -74,6 +74,13 @@ def _text(value: str) -> str:
     return value
 
 
+def _tool_formats(value: str) -> dict[str, str]:
+    # Imported here, not at the top: gunicorn's master reads this module but never the app's settings.
+    from app.serving.tools.registry import parse_overrides
+
+    return parse_overrides(value)
+
+
 _seconds = _number(0, strict=True)
 _positive = _number(1, integer=True)
 _count = _number(0, integer=True)
@@ -173,6 +180,13 @@ _DECLARED = [
     Setting("EMBEDDING_BATCH_SIZE", _positive, 4,
             "inputs per worker embeddings call (FastChat's default; its HF worker pads batches without an attention "
             "mask, so small batches are more exact)"),
+    Setting("TOOL_FORMATS", _tool_formats, {},
+            "tool-call format per model, forcing or adding one: `model=format` pairs, comma-separated; a model may "
+            "be an fnmatch pattern (`qwen2.5-*=hermes`); formats `hermes`, `llama3_json`, `mistral`, or `none` to "
+            "turn tools off (see Tool calling and structured output)", shown_default="from the template"),
+    Setting("STRUCTURED_OUTPUT_RETRIES", _count, 1,
+            "more generations of a whole reply that does not follow its JSON `response_format` before the request "
+            "fails (streams are never retried)"),
     Setting("FAILOVER_ATTEMPTS", _count, 2, "other workers tried when the chosen one cannot be reached (see Failover)"),
     # --- the app's: limits ---
     Setting("MAX_REQUEST_BODY_BYTES", _positive, 16 * 1024 * 1024, "larger bodies get a 413 with the error body"),

@@ -345,17 +345,15 @@ class TestValidation:
         assert body["code"] == fastchat_code
         assert body["error"]["type"] == "invalid_request_error"
 
+    # tools, tool_choice, response_format and role "tool" are served now (tests/test_api_tools.py).
     @pytest.mark.parametrize("field, value", [
-        ("tools", [{"type": "function", "function": {"name": "f"}}]), ("tool_choice", "required"),
-        ("functions", [{"name": "f"}]), ("response_format", {"type": "json_object"}),
-        ("logit_bias", {"1": 5}), ("audio", {"voice": "x"})])
+        ("functions", [{"name": "f"}]), ("logit_bias", {"1": 5}), ("audio", {"voice": "x"})])
     def test_unsupported_parameters_are_rejected_by_name(self, client, field, value):
         body = chat(client, **{field: value}).get_json()
         assert body["error"]["code"] == "unsupported_parameter"
         assert body["error"]["param"] == field
 
     @pytest.mark.parametrize("messages, param", [
-        ([{"role": "tool", "content": "x", "tool_call_id": "1"}], "messages[0].role"),
         ([{"role": "user", "content": "a"}, {"role": "function", "content": "x"}], "messages[1].role"),
         ([{"role": "user", "content": [{"type": "image_url", "image_url": {"url": "http://x"}}]}],
          "messages[0].content[0]")])

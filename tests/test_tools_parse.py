@@ -179,7 +179,9 @@ def test_a_reply_cut_by_the_length_limit_keeps_finish_reason_length():
 
 def test_message_shape():
     message = parse_reply(hermes.FORMAT, H_CALL, NAMES).message()
-    assert message == {"role": "assistant", "content": None, "tool_calls": [
+    # refusal: null, as every chat message has it (app.schemas.responses).
+    assert message == {"role": "assistant", "content": None, "refusal": None, "tool_calls": [
         {"id": message["tool_calls"][0]["id"], "type": "function",
          "function": {"name": "get_weather", "arguments": PARIS}}]}
-    assert parse_reply(hermes.FORMAT, "hi", NAMES).message() == {"role": "assistant", "content": "hi"}
+    assert parse_reply(hermes.FORMAT, "hi", NAMES).message() == {"role": "assistant", "content": "hi",
+                                                                 "refusal": None}

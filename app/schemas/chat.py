@@ -9,13 +9,16 @@ from marshmallow import ValidationError, fields, post_load, validates_schema
 from app.schemas.fields import (InRange, RangeMessage, RequestSchema, UnsupportedMessage, accept_only,
                                 strict_boolean, unsupported)
 from app.schemas.sampling import SamplingRequestSchema
+from app.schemas.tools import (ResponseFormat, ToolChoice, Tools, check_conversation, check_message,
+                               check_tool_choice, effective_tool_choice, tool_call_id_field, tool_calls_field)
 
-ROLES = ("system", "developer", "user", "assistant")
+ROLES = ("system", "developer", "user", "assistant", "tool")
 
 
 def _check_role(role: str) -> None:
-    if role in ("tool", "function"):
-        raise unsupported(f"Messages with role '{role}' are not supported: FastChat workers have no tool calling.")
+    if role == "function":
+        raise unsupported("Messages with role 'function' (the legacy function calling) are not supported: send "
+                          "tool results as role 'tool' messages with tool_call_id.")
     if role not in ROLES:
         raise ValidationError(f"Unknown role '{role}'; expected one of {', '.join(ROLES)}.")
 
@@ -46,16 +49,27 @@ class MessageContent(fields.Field):
 
 class MessageSchema(RequestSchema):
     role = fields.String(required=True, validate=_check_role)
-    content = MessageContent(required=True)
+    # Null (or absent) only on an assistant message with tool_calls: check_message says so by name.
+    content = MessageContent(load_default=None, allow_none=True)
     name = fields.String(allow_none=True)
-    tool_calls = fields.Raw(allow_none=True, validate=accept_only(
-        lambda v: not v, "Assistant messages with tool_calls are not supported."))
+    tool_calls = tool_calls_field()
+    tool_call_id = tool_call_id_field()
     function_call = fields.Raw(allow_none=True, validate=accept_only(
-        lambda v: not v, "Assistant messages with function_call are not supported."))
+        lambda v: not v, "Assistant messages with function_call (the legacy function calling) are not supported: "
+                         "use tool_calls."))
+
+    @validates_schema
+    def _check_tool_fields(self, data, **kwargs):
+        check_message(data)
 
     @post_load
     def _keep_rendered_fields(self, data, **kwargs):
-        return {"role": data["role"], "content": data["content"]}
+        message = {"role": data["role"], "content": data["content"]}
+        if data.get("tool_calls"):
+            message["tool_calls"] = data["tool_calls"]
+        if data["role"] == "tool":
+            message["tool_call_id"] = data["tool_call_id"]
+        return message
 
 
 # Built once: a schema instance deep-copies its fields, which would cost more than loading a short chat.
@@ -78,7 +92,9 @@ class Messages(fields.Field):
             raise self.make_error("invalid")
         if len(value) > self.max_items:
             raise ValidationError(RangeMessage(f"At most {self.max_items} messages are allowed."))
-        return _MESSAGE_LIST.load(value)
+        messages = _MESSAGE_LIST.load(value)
+        check_conversation(messages)
+        return messages
 
 
 class ChatCompletionRequestSchema(SamplingRequestSchema):
@@ -88,17 +104,16 @@ class ChatCompletionRequestSchema(SamplingRequestSchema):
     max_completion_tokens = fields.Integer(strict=True, allow_none=True, validate=InRange(min=1))
     logprobs = strict_boolean(allow_none=True)
     top_logprobs = fields.Integer(strict=True, allow_none=True, validate=InRange(min=0, max=20))
-    tools = fields.Raw(allow_none=True, validate=accept_only(
-        lambda v: not v, "tools (function calling) are not supported by FastChat workers."))
-    tool_choice = fields.Raw(allow_none=True, validate=accept_only(
-        lambda v: v in ("none", "auto"), "tool_choice is not supported: FastChat workers have no tool calling."))
+    tools = Tools(allow_none=True)
+    tool_choice = ToolChoice(allow_none=True)
+    parallel_tool_calls = strict_boolean(allow_none=True)
+    # The legacy function calling stays refused, pointing at its replacement.
     functions = fields.Raw(allow_none=True, validate=accept_only(
-        lambda v: not v, "functions (function calling) are not supported by FastChat workers."))
+        lambda v: not v, "functions (the legacy function calling) are not supported: use tools."))
     function_call = fields.Raw(allow_none=True, validate=accept_only(
-        lambda v: v in ("none", "auto"), "function_call is not supported: FastChat workers have no function calling."))
-    response_format = fields.Raw(allow_none=True, validate=accept_only(
-        lambda v: isinstance(v, dict) and v.get("type") == "text",
-        "Only response_format {\"type\": \"text\"} is supported."))
+        lambda v: v in ("none", "auto"), "function_call (the legacy function calling) is not supported: use "
+                                         "tool_choice."))
+    response_format = ResponseFormat(allow_none=True)
     modalities = fields.Raw(allow_none=True, validate=accept_only(
         lambda v: v == ["text"], "Only the text modality is supported."))
     audio = fields.Raw(allow_none=True, validate=accept_only(lambda v: False, "Audio output is not supported."))
@@ -118,6 +133,18 @@ class ChatCompletionRequestSchema(SamplingRequestSchema):
             raise ValidationError("Set max_completion_tokens or max_tokens, not both.", "max_tokens")
         if data.get("top_logprobs") is not None and not data.get("logprobs"):
             raise ValidationError("top_logprobs requires logprobs to be true.", "top_logprobs")
+        check_tool_choice(data.get("tools"), data.get("tool_choice"))
+        offered = data.get("tools") and data.get("tool_choice") != "none"
+        if offered and isinstance(data.get("messages"), str):
+            raise ValidationError(UnsupportedMessage(
+                "tools need messages as a list: a raw prompt (a string) is sent verbatim, so tools cannot be "
+                "written into it."), "tools")
+        if data.get("logprobs") and (offered or _json_reply(data.get("response_format"))):
+            # The content returned is cut out of the generated text (calls and text around a JSON object
+            # removed), so per-token logprobs would not line up with it.
+            raise ValidationError(UnsupportedMessage(
+                "logprobs cannot be combined with tools or a JSON response_format: the returned content is cut "
+                "out of the generated text, so the tokens' logprobs would not match it."), "logprobs")
 
     def params(self, data: dict) -> dict:
         params = super().params(data)
@@ -125,7 +152,16 @@ class ChatCompletionRequestSchema(SamplingRequestSchema):
         params["max_tokens"] = data.get("max_completion_tokens") or data.get("max_tokens")
         # The number of alternatives per token, or None when no logprobs were asked for.
         params["top_logprobs"] = (data.get("top_logprobs") or 0) if data.get("logprobs") else None
+        params["tools"] = data.get("tools")
+        params["tool_choice"] = effective_tool_choice(data.get("tools"), data.get("tool_choice"))
+        params["parallel_tool_calls"] = data.get("parallel_tool_calls") is not False
+        # None for plain text replies.
+        params["response_format"] = data["response_format"] if _json_reply(data.get("response_format")) else None
         return params
+
+
+def _json_reply(response_format: dict | None) -> bool:
+    return (response_format or {}).get("type") in ("json_object", "json_schema")
 
 
 class FastChatChatCompletionRequestSchema(ChatCompletionRequestSchema):

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from marshmallow import Schema, fields, validate
 
-FINISH_REASONS = ("stop", "length")
+FINISH_REASONS = ("stop", "length", "tool_calls")
 
 # Metadata key of a field whose value is the same in every body: payloads' builders fill it in. apispec leaves
 # unknown metadata keys out of the document.
@@ -126,7 +126,8 @@ class CompletionLogprobsSchema(Schema):
 
 
 def _finish_reason(*, allow_none: bool) -> fields.String:
-    description = ("Why the choice ended: `length` when max_tokens was reached, else `stop`."
+    description = ("Why the choice ended: `length` when max_tokens was reached, `tool_calls` when the reply made "
+                   "tool calls, else `stop`."
                    + (" null on every chunk but the choice's last." if allow_none else ""))
     return fields.String(required=True, allow_none=allow_none, validate=validate.OneOf(FINISH_REASONS),
                          metadata={"description": description})
@@ -134,12 +135,37 @@ def _finish_reason(*, allow_none: bool) -> fields.String:
 
 # --- chat -------------------------------------------------------------------------------------------------------
 
+class ChatToolCallFunctionSchema(Schema):
+    name = _str("One of the request's tools.")
+    arguments = _str("A JSON object, as a string (always parses).")
+
+
+class ChatToolCallSchema(Schema):
+    """A call the model made."""
+
+    id = _str("`call_` followed by 24 hex digits; unique within the response.")
+    type = _const("function")
+    function = fields.Nested(ChatToolCallFunctionSchema, required=True)
+
+
+class ChatDeltaToolCallSchema(Schema):
+    """A complete call, streamed as one delta (the arguments are never split)."""
+
+    index = _int("The call's position in the choice's tool_calls.", validate=validate.Range(min=0))
+    id = _str("`call_` followed by 24 hex digits; unique within the response.")
+    type = _const("function")
+    function = fields.Nested(ChatToolCallFunctionSchema, required=True)
+
+
 class ChatCompletionMessageSchema(Schema):
     """The generated message."""
 
     role = _const("assistant")
-    content = _str()
+    content = _str("The text; null when the reply was only tool calls (else the text around them).",
+                   allow_none=True)
     refusal = _fixed(None, _str("Always null (OpenAI's schema requires the field).", allow_none=True))
+    tool_calls = fields.List(fields.Nested(ChatToolCallSchema), validate=validate.Length(min=1), metadata={
+        "description": "Present only when the reply made tool calls."})
 
 
 class ChatCompletionChoiceSchema(Schema):
@@ -163,10 +189,12 @@ class ChatCompletionSchema(Schema):
 
 class ChatCompletionDeltaSchema(Schema):
     """What a chunk adds to its choice: the first chunk of each choice is {"role": "assistant", "content": ""},
-    then {"content": <new text>}, and {} on a closing chunk without new text."""
+    then {"content": <new text>} and, for each complete tool call, {"tool_calls": [<the call>]}, and {} on a
+    closing chunk without new text."""
 
     role = fields.String(validate=validate.OneOf(["assistant"]))
     content = fields.String()
+    tool_calls = fields.List(fields.Nested(ChatDeltaToolCallSchema), validate=validate.Length(min=1))
 
 
 class ChatCompletionChunkChoiceSchema(Schema):

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from concurrent.futures import Executor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TypeVar
 
 from app.errors import context_length_exceeded
@@ -25,7 +25,8 @@ class Cluster:
     """controller: the source of workers (the FastChat controller, or StaticWorkers when there is none);
     workers: calls to model workers; executor: runs the n > 1 choices concurrently;
     numbering: SEP_STYLE_NUMBERING; clip_overflow: CONTEXT_OVERFLOW == "clip"; embedding_batch_size: inputs per
-    worker embeddings call; failover_attempts: other workers tried when one cannot be reached."""
+    worker embeddings call; failover_attempts: other workers tried when one cannot be reached; tool_formats:
+    TOOL_FORMATS (app.serving.tools.registry); structured_retries: STRUCTURED_OUTPUT_RETRIES."""
 
     controller: WorkerSource
     workers: Workers
@@ -34,6 +35,8 @@ class Cluster:
     clip_overflow: bool = False
     embedding_batch_size: int = 4
     failover_attempts: int = 2
+    tool_formats: dict[str, str] = field(default_factory=dict)
+    structured_retries: int = 1
 
     def run_on_worker(self, model: str, attempt: Callable[[str], T]) -> T:
         """attempt(worker address) on a worker serving `model`, another one when it cannot be reached (see

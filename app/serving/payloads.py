@@ -44,6 +44,9 @@ _model_card = builder(responses.ModelCardSchema)
 _model_list = builder(responses.ModelListSchema)
 _usage = builder(responses.UsageSchema)
 _chat_message = builder(responses.ChatCompletionMessageSchema)
+_tool_call_function = builder(responses.ChatToolCallFunctionSchema)
+_tool_call = builder(responses.ChatToolCallSchema)
+_delta_tool_call = builder(responses.ChatDeltaToolCallSchema)
 _chat_choice = builder(responses.ChatCompletionChoiceSchema)
 _chat_completion = builder(responses.ChatCompletionSchema)
 _chat_chunk_choice = builder(responses.ChatCompletionChunkChoiceSchema)
@@ -83,8 +86,27 @@ def usage(prompt_tokens: int, completion_tokens: int) -> dict:
     return _usage(prompt_tokens, completion_tokens, prompt_tokens + completion_tokens)
 
 
-def chat_choice(index: int, text: str, finish_reason: str, logprobs: dict | None) -> dict:
-    return _chat_choice(index, _chat_message(text), logprobs, finish_reason)
+def chat_message(content: str | None, tool_calls: list[dict] | None = None) -> dict:
+    """tool_calls: message_tool_call's; the key is left out without calls."""
+    message = _chat_message(content)
+    if tool_calls:
+        message["tool_calls"] = tool_calls
+    return message
+
+
+def message_tool_call(id: str, name: str, arguments: str) -> dict:
+    return _tool_call(id, _tool_call_function(name, arguments))
+
+
+def delta_tool_call(index: int, id: str, name: str, arguments: str) -> dict:
+    """The one delta a complete call is streamed as: `index` on it (the SDK's stream helper needs it), and the
+    whole arguments string, so nothing is diffed from partial JSON."""
+    return _delta_tool_call(index, id, _tool_call_function(name, arguments))
+
+
+def chat_choice(index: int, message: dict, finish_reason: str, logprobs: dict | None) -> dict:
+    """message: chat_message's."""
+    return _chat_choice(index, message, logprobs, finish_reason)
 
 
 def chat_completion(id: str, created: int, model: str, choices: list[dict], usage: dict) -> dict:

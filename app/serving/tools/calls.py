@@ -71,15 +71,3 @@ def arguments_object(arguments) -> dict | str:
     except (TypeError, ValueError):
         return arguments
     return value if isinstance(value, dict) else arguments
-
-
-# The OpenAI shapes. They belong with app.serving.payloads once the chat use case uses them.
-
-def message_tool_call(call: ToolCall) -> dict:
-    return {"id": call.id, "type": "function", "function": {"name": call.name, "arguments": call.arguments}}
-
-
-def delta_tool_call(index: int, call: ToolCall) -> dict:
-    """The one delta a complete call is streamed as: `index` on it (the SDK's stream helper needs it), and the
-    whole arguments string, so nothing is diffed from partial JSON."""
-    return {"index": index, **message_tool_call(call)}

@@ -3,7 +3,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from app.serving.tools.calls import CallIds, ToolCall, message_tool_call
+from app.serving import payloads
+from app.serving.tools.calls import CallIds, ToolCall
 from app.serving.tools.formats import ToolFormat
 from app.serving.tools.stream import ToolCallStream
 
@@ -16,10 +17,8 @@ class ParsedReply:
 
     def message(self) -> dict:
         """The choice's message: content null when the reply was only calls; no tool_calls key without calls."""
-        message = {"role": "assistant", "content": self.content}
-        if self.tool_calls:
-            message["tool_calls"] = [message_tool_call(call) for call in self.tool_calls]
-        return message
+        return payloads.chat_message(self.content, [payloads.message_tool_call(call.id, call.name, call.arguments)
+                                                    for call in self.tool_calls])
 
 
 def parse_reply(fmt: ToolFormat, text: str, tool_names, worker_finish: str = "stop", parallel: bool = True,

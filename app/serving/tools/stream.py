@@ -10,7 +10,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from app.serving.tools.calls import CallIds, ToolCall, decode_calls, delta_tool_call
+from app.serving import payloads
+from app.serving.tools.calls import CallIds, ToolCall, decode_calls
 from app.serving.tools.formats import Marker, ToolFormat
 from app.serving.tools.jsonspan import JsonSpan
 
@@ -28,7 +29,8 @@ class Step:
         """The chunk delta for this step ({} when it releases nothing)."""
         delta = {"content": self.content} if self.content else {}
         if self.calls:
-            delta["tool_calls"] = [delta_tool_call(index, call) for index, call in self.calls]
+            delta["tool_calls"] = [payloads.delta_tool_call(index, call.id, call.name, call.arguments)
+                                   for index, call in self.calls]
         return delta
 
 

@@ -2,8 +2,8 @@
 
 Decoding cannot be constrained, so this is validated, not guaranteed. The reply's content is its first JSON
 object: text around it (a code fence, "Here is the JSON:") is dropped, whole or streamed alike. Non-compliance:
-- whole replies: the caller generates again, at most RETRIES more times; if no attempt complies, the request
-  fails with `non_compliant` (502, server_error, code "response_format_not_followed", x-should-retry: false,
+- whole replies: the caller generates again, at most STRUCTURED_OUTPUT_RETRIES more times; if no attempt
+  complies, the request fails with `non_compliant` (502, server_error, code "response_format_not_followed", x-should-retry: false,
   since the gateway already retried);
 - streams: the object streams as it comes; at the end a non-compliant one ends the stream with that error event;
 - a reply cut by max_tokens (finish_reason "length") is returned as it is, as OpenAI does, without the check;
@@ -21,7 +21,6 @@ from referencing.exceptions import Unresolvable
 from app.errors import ApiError, ErrorCode
 from app.serving.tools.jsonspan import JsonSpan
 
-RETRIES = 1
 JSON_OBJECT = "Respond with a single JSON object and nothing else."
 JSON_SCHEMA = ("Respond with a single JSON object and nothing else. The object must be valid against this JSON "
                "Schema:\n")

@@ -569,6 +569,15 @@ def test_tools_in_the_prompt_stream_a_scripted_call(sim):
     assert frames[-1]["finish_reason"] == "stop" and len(frames) > 10
     assert all(len(b["text"]) - len(a["text"]) <= 6 for a, b in zip(frames, frames[1:]))
     assert sim.post("/worker_generate", gen_payload(prompt, max_new_tokens=256)).json() == frames[-1]
+    # disobey: the same prompt gets filler, as from a model that ignores the tools.
+    sim.fault(mode="disobey", count=1)
+    disobeyed = sim.post("/worker_generate", gen_payload(prompt, max_new_tokens=256)).json()
+    assert disobeyed["error_code"] == 0 and len(disobeyed["text"].split()) == 16
+    assert sim.post("/worker_generate", gen_payload(prompt, max_new_tokens=256)).json() == frames[-1]
+    directive = sim.post("/worker_generate", gen_payload(prompt + " [[fault:disobey]]", max_new_tokens=256)).json()
+    assert "TOOL_CALLS" not in directive["text"] and directive["error_code"] == 0
+    out = sim.post("/worker_get_embeddings", {"input": ["[[fault:disobey]]"]}).json()
+    assert len(out["embedding"]) == 1
 
 
 # --------------------------------------------------------------------------

@@ -28,7 +28,7 @@ import math
 import re
 import struct
 
-from bench.simworker import scripted
+from bench.simworker import scripted as _scripted
 
 WORDS = (
     "the quick brown fox jumps over lazy dog alpha beta gamma delta river "
@@ -90,12 +90,13 @@ def _top_logprobs(seed: int, index: int, piece: str, logprob: float, k: int) -> 
 
 class Generation:
     """One simulated decode of a gen-params payload (tokens: the worker's --tokens; stream_interval;
-    usage_off_by_one)."""
+    usage_off_by_one; scripted False: filler even where a scripted reply is due, the ``disobey`` fault)."""
 
     __slots__ = ("echo", "base", "stops", "max_stop", "max_new", "n", "seed", "text", "ntok", "finish_reason",
                  "interval", "prompt", "prompt_tokens", "off_by_one", "lp", "top_k", "script")
 
-    def __init__(self, params: dict, tokens: int, stream_interval: int = 1, usage_off_by_one: bool = False):
+    def __init__(self, params: dict, tokens: int, stream_interval: int = 1, usage_off_by_one: bool = False,
+                 scripted: bool = True):
         prompt = params.get("prompt", "")
         if not isinstance(prompt, str):
             raise ValueError("prompt must be a string")
@@ -116,8 +117,8 @@ class Generation:
         self.base = prompt if self.echo else ""
         self.max_stop = max((len(s) for s in self.stops), default=0)
         self.max_new = max_new
-        script = scripted.reply(prompt)
-        self.script = scripted.tokens(script) if script is not None else None
+        script = _scripted.reply(prompt) if scripted else None
+        self.script = _scripted.tokens(script) if script is not None else None
         self.n = max(0, min(max_new, tokens if self.script is None else len(self.script)))
         self.seed = seed
         self.text = ""  # generated text (after stop truncation)

@@ -174,6 +174,24 @@ def test_a_tool_choice_naming_a_function_not_offered_is_a_400(client):
     assert caught.value.body["param"] == "tool_choice"
 
 
+def test_call_ids_are_unique_across_the_choices_of_a_response(client):
+    completion = client.chat.completions.create(model="sim-hermes", messages=QUESTION, tools=TOOLS, n=2)
+    ids = [call.id for choice in completion.choices for call in choice.message.tool_calls]
+    assert len(ids) == 4 and len(set(ids)) == 4
+
+
+@pytest.mark.parametrize("tool, param", [
+    ({"type": "function", "function": {"name": "no spaces allowed"}}, "tools[0].function.name"),
+    ({"type": "function", "function": {"name": "f", "parameters": {"type": "object", "properties": 3}}},
+     "tools[0].function.parameters"),
+    ({"type": "retrieval"}, "tools[0].type"),
+], ids=["name", "parameters", "type"])
+def test_a_malformed_tool_is_a_400_naming_the_field(client, tool, param):
+    with pytest.raises(openai.BadRequestError) as caught:
+        client.chat.completions.create(model="sim-hermes", messages=QUESTION, tools=[tool])
+    assert caught.value.body["param"] == param
+
+
 def test_a_template_without_a_tool_format_answers_tools_with_a_400(client):
     with pytest.raises(openai.BadRequestError) as caught:
         client.chat.completions.create(model=NO_FORMAT, messages=QUESTION, tools=TOOLS)
@@ -220,6 +238,13 @@ def test_the_sdk_parse_helper_gets_its_pydantic_model(client):
     completion = client.chat.completions.parse(model="sim-mistral", messages=QUESTION, response_format=Forecast)
     parsed = completion.choices[0].message.parsed
     assert isinstance(parsed, Forecast) and parsed.tags
+
+
+def test_the_sdk_stream_helper_parses_a_streamed_pydantic_reply(client):
+    with client.chat.completions.stream(model="sim-llama3", messages=QUESTION, response_format=Forecast) as stream:
+        kinds = {event.type for event in stream}
+        parsed = stream.get_final_completion().choices[0].message.parsed
+    assert "content.done" in kinds and isinstance(parsed, Forecast)
 
 
 def test_tools_and_json_mode_together_call_first_then_answer_in_json(client, model):

@@ -167,6 +167,22 @@ def test_tool_choice(client, model, tool_choice, names):
         assert "get_weather" not in choice.message.content
 
 
+@pytest.mark.parametrize("stream", [False, True], ids=["whole", "streamed"])
+def test_required_is_best_effort_a_model_that_answers_in_text_is_still_answered(gateway, client, workers, stream):
+    disobey(workers["sim-mistral"], 1)
+    request = {"model": "sim-mistral", "messages": QUESTION, "tools": TOOLS, "tool_choice": "required"}
+    if stream:
+        events = raw_stream(gateway, **request)
+        assert not any("error" in event for event in events)
+        content = "".join(e["choices"][0]["delta"].get("content") or "" for e in events if e["choices"])
+        finish = events[-1]["choices"][0]["finish_reason"]
+    else:
+        choice = client.chat.completions.create(**request).choices[0]
+        assert not choice.message.tool_calls
+        content, finish = choice.message.content, choice.finish_reason
+    assert finish == "stop" and len(content.split()) == 16  # the worker's filler, as it wrote it
+
+
 def test_a_tool_choice_naming_a_function_not_offered_is_a_400(client):
     with pytest.raises(openai.BadRequestError) as caught:
         client.chat.completions.create(model="sim-hermes", messages=QUESTION, tools=TOOLS,

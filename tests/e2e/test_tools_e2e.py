@@ -35,8 +35,9 @@ ANSWER_SCHEMA = {"type": "object", "properties": {"city": {"type": "string"}, "t
 
 @pytest.fixture(scope="module")
 def workers(run_dir):
-    started = {model: SimulatedWorker(run_dir, "--conv-template", template, model=model, name=f"sim-{template}",
-                                      wait=False)
+    # A token delay makes the worker write each frame on its own, so the gateway sees the markers split.
+    started = {model: SimulatedWorker(run_dir, "--conv-template", template, "--token-delay", "0.002", model=model,
+                                      name=f"sim-{template}", wait=False)
                for model, template in {**MODELS, NO_FORMAT: "vicuna_v1.1"}.items()}
     try:
         for worker in started.values():

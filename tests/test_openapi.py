@@ -12,6 +12,8 @@ from app import auth, create_app
 from app.openapi import EXTENSION_KEY, build_spec, openapi_path
 from app.upstream.errors import UpstreamError
 from tests.fakes import CONTROLLER, MODEL, WORKER, frames, text_frames
+from tests.test_api_tools import HERMES_TWO, TOOLS, cumulative, ready
+from tests.test_prompt import QWEN
 from tests.openapi_json_schema import to_json_schema
 from tests.test_api_chat import WORKER_LOGPROBS, sse_events
 
@@ -335,6 +337,21 @@ def test_chat_chunks(client, cluster, spec):
     assert events[-1]["choices"] == [] and events[-1]["usage"]["total_tokens"] == 7
     chunk = events[1]  # one chat chunk, against the chunk component itself
     assert_conforms(spec, component(spec, "ChatCompletionChunk"), chunk)
+
+
+def test_tool_calls_and_json_mode_responses(client, cluster, spec):
+    ready(cluster, QWEN)
+    cluster.generates("Checking.\n" + HERMES_TWO)
+    response = chat(client, tools=TOOLS)
+    assert response.get_json()["choices"][0]["finish_reason"] == "tool_calls"
+    assert_response_conforms(spec, "/v1/chat/completions", "post", response)
+    cluster.streams(text_frames(cumulative(HERMES_TWO)))
+    events = assert_events_conform(spec, "/v1/chat/completions", chat(client, tools=TOOLS, stream=True))
+    assert sum(len(e["choices"][0]["delta"].get("tool_calls", ())) for e in events if e.get("choices")) == 2
+    cluster.generates("not JSON")  # twice: the retry
+    response = chat(client, response_format={"type": "json_object"})
+    assert response.status_code == 502
+    assert_response_conforms(spec, "/v1/chat/completions", "post", response)
 
 
 def test_chat_chunks_without_usage_and_a_closing_chunk_without_text(client, cluster, spec):

@@ -138,6 +138,12 @@ def _chunks(params: dict, prepared: PreparedChat, streams: list[WorkerStream]) -
             usages[delta.index] = delta.frame.get("usage") or usages[delta.index]
             new_logprobs = _logprobs(params, delta.frame.get("logprobs"), logprobs[delta.index])
             chunk_delta, finish = replies[delta.index].delta(delta.text, delta.finish_reason)
+            if "tool_calls" in chunk_delta and finish:
+                # The finish gets a chunk of its own, as OpenAI sends it: the SDK's stream helper closes a call
+                # (its arguments.done event) only on a later chunk.
+                yield payloads.chat_chunk(id, created, model, delta.index, chunk_delta, None, new_logprobs,
+                                          with_usage)
+                chunk_delta, new_logprobs = {}, None
             if chunk_delta or finish or new_logprobs:  # text a parser holds back makes no empty chunk
                 yield payloads.chat_chunk(id, created, model, delta.index, chunk_delta, finish, new_logprobs,
                                           with_usage)

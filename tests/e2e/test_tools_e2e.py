@@ -108,6 +108,7 @@ def test_streamed_calls_are_deltas_with_an_index_and_the_id_type_and_name_first(
             calls[item["index"]]["arguments"] += item["function"].get("arguments") or ""
     assert sorted(calls) == [0, 1]
     assert events[-1]["choices"][0]["finish_reason"] == "tool_calls"
+    assert events[-1]["choices"][0]["delta"] == {}  # the finish in a chunk of its own, as OpenAI sends it
     whole = client.chat.completions.create(model=model, messages=QUESTION, tools=TOOLS).choices[0].message
     assert [(c["name"], c["arguments"]) for c in calls.values()] == \
            [(c.function.name, c.function.arguments) for c in whole.tool_calls]
@@ -121,6 +122,18 @@ def test_the_sdk_stream_helper_accumulates_the_calls(client, model):
     # get_weather is strict: the helper parses its arguments.
     assert final.message.tool_calls[0].function.parsed_arguments == \
            json.loads(final.message.tool_calls[0].function.arguments)
+
+
+def test_the_sdk_stream_helper_reports_each_call_done(client, model):
+    # The helper checks a chunk's finish_reason before its tool_calls: a call sent in the chunk that carries the
+    # finish_reason would never get its done event (OpenAI sends the finish_reason in a chunk of its own).
+    with client.chat.completions.stream(model=model, messages=QUESTION, tools=TOOLS) as stream:
+        done = [event.name for event in stream if event.type == "tool_calls.function.arguments.done"]
+    assert done == ["get_weather", "get_time"]
+    with client.chat.completions.stream(model=model, messages=QUESTION, tools=TOOLS,
+                                        parallel_tool_calls=False) as stream:
+        done = [event.name for event in stream if event.type == "tool_calls.function.arguments.done"]
+    assert done == ["get_weather"]
 
 
 @pytest.mark.parametrize("stream", [False, True], ids=["whole", "streamed"])

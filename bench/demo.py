@@ -23,6 +23,10 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 HOST = "127.0.0.1"
+# A ChatML template: the gateway gives it the Hermes tool format, so the tool-calling example works.
+TEMPLATE = "qwen-7b-chat"
+WEATHER_TOOL = ('{"type": "function", "function": {"name": "get_weather", "description": "The weather in a city.", '
+                '"parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}}}')
 
 
 class DemoError(Exception):
@@ -78,7 +82,7 @@ def start(args: argparse.Namespace, children: list[subprocess.Popen]) -> str:
         address = f"http://{HOST}:{port}"
         children.append(subprocess.Popen([sys.executable, "-m", "bench.simworker", "--host", HOST, "--port", str(port),
                                           "--no-register", "--model-names", args.model, "--tokens", "24",
-                                          "--token-delay", "0.02"], cwd=ROOT))
+                                          "--token-delay", "0.02", "--conv-template", TEMPLATE], cwd=ROOT))
         wait_ready(f"{address}/worker_get_status", children[-1], method="POST")
         addresses.append(address)
     env = {**os.environ, "WORKER_ADDRESSES": ",".join(addresses), "BIND": f"{HOST}:{gateway_port}"}
@@ -93,13 +97,18 @@ def start(args: argparse.Namespace, children: list[subprocess.Popen]) -> str:
 def banner(url: str, model: str, key: str) -> str:
     return f"""
 fastchat-gateway demo is running at {url}/v1 (model "{model}", two simulated workers, no controller).
-The workers are simulators: their text is deterministic filler, not a model's answer.
+The workers are simulators: their text is deterministic filler (or a scripted tool call), not a model's answer.
 
   curl {url}/v1/chat/completions -H "Authorization: Bearer {key}" -H "Content-Type: application/json" \\
     -d '{{"model": "{model}", "messages": [{{"role": "user", "content": "Hello!"}}]}}'
 
   python -c 'from openai import OpenAI; c = OpenAI(base_url="{url}/v1", api_key="{key}"); \\
 print(c.chat.completions.create(model="{model}", messages=[{{"role": "user", "content": "Hello!"}}]).choices[0].message.content)'
+
+Tool calling (the workers answer a tool offer with a call, and the tool's result with a text that quotes it):
+
+  curl {url}/v1/chat/completions -H "Authorization: Bearer {key}" -H "Content-Type: application/json" \\
+    -d '{{"model": "{model}", "messages": [{{"role": "user", "content": "Weather in Paris?"}}], "tools": [{WEATHER_TOOL}]}}'
 
 Press Ctrl-C to stop everything.
 """

@@ -2,7 +2,9 @@
 it started on SIGTERM; a taken port ends it at once with a clear message and a non-zero exit."""
 from __future__ import annotations
 
+import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -61,6 +63,14 @@ def test_demo_serves_on_free_ports_and_stops_by_pid():
                               json={"model": "demo-model", "messages": [{"role": "user", "content": "Hello!"}]})
         assert reply.status_code == 200, reply.text
         assert len(reply.json()["choices"][0]["message"]["content"].split()) == 24
+        # The printed tool-calling example, pasted: its payload gets a call.
+        tools_payload = json.loads(re.findall(r"-d '(.*)'", banner)[-1])
+        assert "tools" in tools_payload
+        reply = requests.post(f"http://127.0.0.1:{port}/v1/chat/completions", timeout=30, json=tools_payload,
+                              headers={"Authorization": f"Bearer {KEY}"})
+        assert reply.status_code == 200, reply.text
+        assert reply.json()["choices"][0]["finish_reason"] == "tool_calls"
+        assert reply.json()["choices"][0]["message"]["tool_calls"][0]["function"]["name"] == "get_weather"
         assert not any(refuses(p) for p in workers)
     finally:
         proc.send_signal(signal.SIGTERM)

@@ -558,6 +558,28 @@ def test_prompt_directive(sim):
     assert sim.post("/worker_generate", gen_payload()).json()["error_code"] == 0
 
 
+def test_tools_in_the_prompt_stream_a_scripted_call(sim):
+    # Tool replies are unit-tested in tests/test_simworker_tools.py; here: they go over the wire as any text does.
+    prompt = ('[INST] [AVAILABLE_TOOLS] [{"type": "function", "function": {"name": "get_time", "parameters": '
+              '{"type": "object", "required": ["tz"], "properties": {"tz": {"type": "string"}}}}}][/AVAILABLE_TOOLS]'
+              "What time is it? [/INST]")
+    frames = stream(sim, gen_payload(prompt, max_new_tokens=256))
+    call = '[TOOL_CALLS] [{"name": "get_time", "arguments": {"tz": "'
+    assert frames[-1]["text"].startswith(call) and frames[-1]["text"].endswith('"}}]')
+    assert frames[-1]["finish_reason"] == "stop" and len(frames) > 10
+    assert all(len(b["text"]) - len(a["text"]) <= 6 for a, b in zip(frames, frames[1:]))
+    assert sim.post("/worker_generate", gen_payload(prompt, max_new_tokens=256)).json() == frames[-1]
+    # disobey: the same prompt gets filler, as from a model that ignores the tools.
+    sim.fault(mode="disobey", count=1)
+    disobeyed = sim.post("/worker_generate", gen_payload(prompt, max_new_tokens=256)).json()
+    assert disobeyed["error_code"] == 0 and len(disobeyed["text"].split()) == 16
+    assert sim.post("/worker_generate", gen_payload(prompt, max_new_tokens=256)).json() == frames[-1]
+    directive = sim.post("/worker_generate", gen_payload(prompt + " [[fault:disobey]]", max_new_tokens=256)).json()
+    assert "TOOL_CALLS" not in directive["text"] and directive["error_code"] == 0
+    out = sim.post("/worker_get_embeddings", {"input": ["[[fault:disobey]]"]}).json()
+    assert len(out["embedding"]) == 1
+
+
 # --------------------------------------------------------------------------
 # Introspection, disconnects, concurrency, HTTP details
 # --------------------------------------------------------------------------

@@ -8,7 +8,8 @@ benchmarks measure the gateway rather than the worker. Run from the repository r
     python -m bench.simworker --port 21002 --controller-address http://127.0.0.1:21001 --model-names sim-model
 
 One job per module: ``generation`` (the deterministic model: text, tokens, logprobs, embeddings), ``faults``
-(fault injection), ``limiter`` (the concurrency limit and queue length), ``templates`` (the conversation template
+(fault injection), ``scripted`` (the tool calls, tool-result answers and JSON objects it gives prompts that
+ask for them), ``limiter`` (the concurrency limit and queue length), ``templates`` (the conversation template
 it reports), ``registration`` (controller registration and heartbeat), ``app`` (the routes), ``server`` (the HTTP
 layer, aiohttp), ``cli`` (the command line). Only ``app`` and ``server`` know about HTTP.
 """

@@ -114,7 +114,12 @@ class SimulatedWorker:
             raise ValueError("payload must be a JSON object")
         self.gen_payloads.append(params)
         gen = Generation(params, self.args.tokens, self.args.stream_interval, self.args.usage_off_by_one)
-        return gen, self.faults.pick((gen.prompt,))
+        fault = self.faults.pick((gen.prompt,))
+        if fault is not None and fault.mode == "disobey":  # a normal reply, only without its scripted part
+            gen = Generation(params, self.args.tokens, self.args.stream_interval, self.args.usage_off_by_one,
+                             scripted=False)
+            fault = None
+        return gen, fault
 
     async def generate(self, request: web.Request) -> web.StreamResponse:
         gen, fault = await self._generation(request)
@@ -234,7 +239,7 @@ class SimulatedWorker:
         if params.get("encoding_format") == "base64":
             rows = [base64.b64encode(struct.pack(f"<{dim}f", *row)).decode("ascii") for row in rows]
         reply = {"embedding": rows, "token_num": sum(count_tokens(s) for s in inputs)}
-        if fault is not None:
+        if fault is not None and fault.mode != "disobey":  # embeddings have no instruction to disobey
             return await self._faulty_reply(request, fault, None, reply)
         async with self.limiter:
             await _sleep(self.args.prefill_delay)

@@ -33,7 +33,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-register", action="store_true")
     p.add_argument("--heartbeat-interval", type=float, default=45.0)
     p.add_argument("--model-names", default="sim-model", help="comma-separated")
-    p.add_argument("--conv-template", default="vicuna_v1.1", help="one of: " + ", ".join(sorted(TEMPLATES)))
+    p.add_argument("--conv-template", default="vicuna_v1.1",
+                   help="one of: " + ", ".join(sorted(TEMPLATES)) + " (qwen-7b-chat, llama-3 and mistral get the "
+                        "gateway's hermes, llama3_json and mistral tool formats)")
     p.add_argument("--sep-style-numbering", choices=NUMBERINGS, default="head",
                    help="SeparatorStyle numbering / key set of the template wire JSON")
     p.add_argument("--context-length", type=int, default=2048)

@@ -4,7 +4,9 @@ Modes: ``none``, ``error`` (in-band error frame, code 50001), ``oom`` (same, cod
 connection: mid-stream after ``after`` tokens without the terminating chunk, or before any reply), ``hang`` (stop
 answering until the client goes away), ``slow-first-token`` (extra ``delay`` seconds before the first frame / the
 reply), ``http-500`` (500 ``text/plain`` ``Internal Server Error``), ``garbage`` (a non-JSON segment followed by NUL
-after ``after`` tokens, after which the stream goes on normally; a non-JSON 200 body for a non-stream request).
+after ``after`` tokens, after which the stream goes on normally; a non-JSON 200 body for a non-stream request),
+``disobey`` (a normal reply, but filler where the prompt asks for tool calls or a JSON object: a model that does
+not follow the instruction, as an unconstrained one may not).
 
 * Default: ``--fault MODE`` (``--fault-after``, ``--fault-delay``).
 * At run time: ``POST /sim/fault {"mode": M, "count": N, "after": K, "delay": S}`` (``count`` omitted/null: until
@@ -24,7 +26,7 @@ from dataclasses import dataclass
 SERVER_ERROR_MSG = "**NETWORK ERROR DUE TO HIGH TRAFFIC. PLEASE REGENERATE OR REFRESH THIS PAGE.**"
 FAULT_TEXT = SERVER_ERROR_MSG + "\n\n(simulated fault)"
 GARBAGE = b"<<simulated garbage: this segment is not JSON>>"
-MODES = ("none", "error", "oom", "die", "hang", "slow-first-token", "http-500", "garbage")
+MODES = ("none", "error", "oom", "die", "hang", "slow-first-token", "http-500", "garbage", "disobey")
 # Modes that strike after `after` streamed tokens.
 MID_STREAM = frozenset({"error", "oom", "die", "hang", "garbage"})
 

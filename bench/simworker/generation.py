@@ -17,6 +17,9 @@
   "top_logprobs"}``; with echo the lists start with the BOS token (``""``, logprob null) and the prompt's words.
   ``top_logprobs`` holds, per token, the ``logprobs`` (at most 20) likeliest tokens, likeliest first: the sampled
   token, then alternatives whose probabilities add up to less than the rest (the BOS entry stays ``{}``).
+* Scripted replies (``scripted``): a prompt that offers tools or asks for a JSON object gets a tool call, an answer
+  to the tool results or a JSON object instead of filler, cut into tokens of a few characters; such a reply has as
+  many tokens as it needs (``--tokens`` bounds filler only), and is still cut at ``max_new_tokens``.
 """
 from __future__ import annotations
 
@@ -24,6 +27,8 @@ import hashlib
 import math
 import re
 import struct
+
+from bench.simworker import scripted as _scripted
 
 WORDS = (
     "the quick brown fox jumps over lazy dog alpha beta gamma delta river "
@@ -85,12 +90,13 @@ def _top_logprobs(seed: int, index: int, piece: str, logprob: float, k: int) -> 
 
 class Generation:
     """One simulated decode of a gen-params payload (tokens: the worker's --tokens; stream_interval;
-    usage_off_by_one)."""
+    usage_off_by_one; scripted False: filler even where a scripted reply is due, the ``disobey`` fault)."""
 
     __slots__ = ("echo", "base", "stops", "max_stop", "max_new", "n", "seed", "text", "ntok", "finish_reason",
-                 "interval", "prompt", "prompt_tokens", "off_by_one", "lp", "top_k")
+                 "interval", "prompt", "prompt_tokens", "off_by_one", "lp", "top_k", "script")
 
-    def __init__(self, params: dict, tokens: int, stream_interval: int = 1, usage_off_by_one: bool = False):
+    def __init__(self, params: dict, tokens: int, stream_interval: int = 1, usage_off_by_one: bool = False,
+                 scripted: bool = True):
         prompt = params.get("prompt", "")
         if not isinstance(prompt, str):
             raise ValueError("prompt must be a string")
@@ -111,7 +117,9 @@ class Generation:
         self.base = prompt if self.echo else ""
         self.max_stop = max((len(s) for s in self.stops), default=0)
         self.max_new = max_new
-        self.n = max(0, min(max_new, tokens))
+        script = _scripted.reply(prompt) if scripted else None
+        self.script = _scripted.tokens(script) if script is not None else None
+        self.n = max(0, min(max_new, tokens if self.script is None else len(self.script)))
         self.seed = seed
         self.text = ""  # generated text (after stop truncation)
         self.ntok = 0
@@ -145,8 +153,11 @@ class Generation:
     def step(self) -> bool:
         """Produce the next token. Returns True if a frame is due."""
         i = self.ntok
-        word = WORDS[_mix(self.seed + i) % len(WORDS)]
-        piece = word if i == 0 else " " + word
+        if self.script is not None:
+            piece = self.script[i]
+        else:
+            word = WORDS[_mix(self.seed + i) % len(WORDS)]
+            piece = word if i == 0 else " " + word
         self.ntok = i + 1
         if self.lp is not None:
             self._add_lp(piece, _logprob(self.seed, i), i)

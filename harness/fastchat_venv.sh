@@ -4,8 +4,8 @@
 # never a dependency of fastchat-gateway and none of its code is copied here.
 #
 # Usage:
-#   bash tests/e2e/fastchat_venv.sh controller   DIR   # controller + openai_api_server
-#   bash tests/e2e/fastchat_venv.sh model-worker DIR   # the above + CPU torch + transformers
+#   bash harness/fastchat_venv.sh controller   DIR   # controller + openai_api_server
+#   bash harness/fastchat_venv.sh model-worker DIR   # the above + CPU torch + transformers
 #
 # Exit codes:
 #   0  venv ready (or already up to date: stamp matched)

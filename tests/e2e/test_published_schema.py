@@ -11,42 +11,21 @@ from __future__ import annotations
 
 import copy
 import json
-import os
-from pathlib import Path
 
 import pytest
 import requests
-from jsonschema import Draft202012Validator
 
 from harness import sse
 from harness.gateway import over_simulated_worker
+from tests.published_spec import SPEC, SPEC_FILE, assert_valid, needs_spec, nullable, read_nullable
 
-SPEC_NAME = "openai-openapi-subset.json"
-
-
-def _spec_folder() -> Path:
-    if os.environ.get("OPENAI_SPEC"):
-        return Path(os.environ["OPENAI_SPEC"])
-    checkout = Path(__file__).resolve().parents[2]
-    for folder in checkout.parents:
-        if (folder / "shared" / "spec" / SPEC_NAME).exists():
-            return folder / "shared" / "spec"
-    return checkout.parent / "shared" / "spec"
-
-
-SPEC = _spec_folder()
-SPEC_FILE = SPEC / SPEC_NAME
 KEY = "sk-spec"
 MODEL = "sim-model"
 
-pytestmark = pytest.mark.skipif(not SPEC_FILE.exists(), reason=f"OpenAI's published schemas are not at {SPEC}")
+pytestmark = needs_spec
 
 
 # --- the published schemas, with the README's quirks relaxed ------------------------------------------------------
-
-
-def nullable(node: dict) -> dict:
-    return {"anyOf": [{"type": "null"}, node]}
 
 
 # (schema, path inside it, relaxation, reason): applied to every response the schema validates.
@@ -78,16 +57,6 @@ def relax(schema: dict, path: tuple, relaxation) -> None:
     node[last] = relaxation(node[last])
 
 
-def read_nullable(node):
-    """The document is OpenAPI 3.1 but still says 3.0's `nullable: true`: read it as "null is allowed"."""
-    if isinstance(node, list):
-        return [read_nullable(item) for item in node]
-    if not isinstance(node, dict):
-        return node
-    converted = {key: read_nullable(value) for key, value in node.items() if key != "nullable"}
-    return nullable(converted) if node.get("nullable") is True else converted
-
-
 @pytest.fixture(scope="module")
 def published() -> dict:
     document = json.loads(SPEC_FILE.read_text())
@@ -98,12 +67,6 @@ def published() -> dict:
     for path, relaxation, _reason in CHUNK_QUIRKS:
         relax(schemas[CHUNK], path, relaxation)
     return read_nullable(document)
-
-
-def assert_valid(published: dict, name: str, instance) -> None:
-    validator = Draft202012Validator({**published, "$ref": f"#/components/schemas/{name}"})
-    errors = sorted(validator.iter_errors(instance), key=lambda error: list(error.absolute_path))
-    assert not errors, f"{name}:\n" + "\n".join(f"{list(e.absolute_path)}: {e.message}" for e in errors)
 
 
 def test_the_relaxed_quirks_are_the_ones_the_readme_lists():

@@ -22,16 +22,18 @@ def command(port: int, model: str, *args: str, controller: str | None = None) ->
 class SimulatedWorker:
     """A simulated worker serving ``model`` on a free port; ``start()`` again after ``stop()`` reuses that port.
 
-    ``wait=False`` returns at once (start several, then ``wait_ready()`` on each)."""
+    ``wait=False`` returns at once (start several, then ``wait_ready()`` on each). ``multimodal=True`` starts a
+    vision worker (``--multimodal``: registered as multimodal, checks images like FastChat's sglang_worker and
+    describes them in its reply); ``received()`` says what images and prompts reached it."""
 
     def __init__(self, run_dir: Path, *args: str, controller: str | None = None, model: str = "sim-model",
-                 name: str = "sim-worker", wait: bool = True):
+                 name: str = "sim-worker", wait: bool = True, multimodal: bool = False):
         self.run_dir = run_dir
         self.name = name
         self.model = model
         self.port = free_port()
         self.address = f"http://127.0.0.1:{self.port}"
-        self.cmd = command(self.port, model, *args, controller=controller)
+        self.cmd = command(self.port, model, *args, *(["--multimodal"] if multimodal else []), controller=controller)
         self.proc: Proc | None = None
         self.start(wait=wait)
 
@@ -50,6 +52,15 @@ class SimulatedWorker:
 
     def stats(self) -> dict:
         return requests.get(f"{self.address}/sim/stats", timeout=5).json()
+
+    def payloads(self) -> list[dict]:
+        """The last generation payloads it received (the gateway's exact worker payloads, images included)."""
+        return self.stats()["generate_payloads"]
+
+    def received(self) -> list[dict]:
+        """Per logged generation payload: ``{"prompt", "placeholders", "has_images", "images": [{"form", "bytes",
+        "type", "sha256"}]}`` (bench/simworker/vision.py report), oldest first."""
+        return requests.get(f"{self.address}/sim/images", timeout=5).json()["generate"]
 
     def reset(self) -> None:
         requests.post(f"{self.address}/sim/reset", timeout=5).raise_for_status()

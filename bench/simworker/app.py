@@ -4,7 +4,9 @@ The handlers turn requests into calls of the HTTP-free parts (generation, faults
 FastChat's exact replies: compact ASCII JSON for whole replies, ``json.dumps(frame)`` + NUL per stream frame, a
 stream response without a content-type, ``Internal Server Error`` as text/plain for what FastChat answers with a
 500. Introspection: ``GET|POST /sim/stats`` -> ``{"open_streams", "requests": {path: count}, "generate_payloads":
-[last 50], ...}``; ``POST /sim/reset`` clears counters and payload logs.
+[last --payload-log], ...}``; ``GET|POST /sim/images`` -> ``{"generate": [vision.report of each logged
+generation payload]}`` (what images and placeholders arrived, without the image data); ``POST /sim/reset`` clears
+counters and payload logs.
 """
 from __future__ import annotations
 
@@ -21,8 +23,7 @@ from bench.simworker.faults import GARBAGE, MID_STREAM, Fault, FaultSwitch, erro
 from bench.simworker.generation import Generation, count_tokens, embedding_row
 from bench.simworker.limiter import Limiter
 from bench.simworker.templates import conv_wire
-
-PAYLOAD_LOG_SIZE = 50
+from bench.simworker.vision import PLACEHOLDER, Refused, check, description, report
 
 
 def json_response(obj: object, status: int = 200) -> web.Response:
@@ -62,12 +63,14 @@ class SimulatedWorker:
         self.faults = FaultSwitch(args.fault, args.fault_after, args.fault_delay)
         self.connections = None  # set by the HTTP layer: .total and .open
         self.open_streams = 0
+        self.multimodal = args.multimodal
+        self.payload_log = args.payload_log
         self.reset_stats()
 
     def reset_stats(self) -> None:
         self.requests = collections.Counter()
-        self.gen_payloads = collections.deque(maxlen=PAYLOAD_LOG_SIZE)
-        self.emb_payloads = collections.deque(maxlen=PAYLOAD_LOG_SIZE)
+        self.gen_payloads = collections.deque(maxlen=self.payload_log)
+        self.emb_payloads = collections.deque(maxlen=self.payload_log)
         self.streams_started = self.streams_completed = self.stream_disconnects = 0
         self.faults.injected.clear()
         if self.connections is not None:
@@ -80,7 +83,8 @@ class SimulatedWorker:
                   "/worker_generate_stream": self.generate_stream, "/worker_generate": self.generate,
                   "/worker_get_embeddings": self.get_embeddings}
         routes = [("POST", path, self._counted(path, handler)) for path, handler in worker.items()]
-        for path, handler in (("/sim/fault", self.sim_fault), ("/sim/stats", self.sim_stats)):
+        for path, handler in (("/sim/fault", self.sim_fault), ("/sim/stats", self.sim_stats),
+                              ("/sim/images", self.sim_images)):
             routes += [("GET", path, handler), ("POST", path, handler)]
         return routes + [("POST", "/sim/reset", self.sim_reset)]
 
@@ -109,20 +113,38 @@ class SimulatedWorker:
 
     # -- generation --------------------------------------------------------------------------------------------
     async def _generation(self, request: web.Request) -> tuple[Generation, Fault | None]:
+        """The decode of a request and its fault; raises Refused for images a vision worker would refuse."""
         params = await _json(request)
         if not isinstance(params, dict):
             raise ValueError("payload must be a JSON object")
         self.gen_payloads.append(params)
-        gen = Generation(params, self.args.tokens, self.args.stream_interval, self.args.usage_off_by_one)
+        described = self._images(params) if self.multimodal else None
+        gen = Generation(params, self.args.tokens, self.args.stream_interval, self.args.usage_off_by_one,
+                         fallback=described)
         fault = self.faults.pick((gen.prompt,))
         if fault is not None and fault.mode == "disobey":  # a normal reply, only without its scripted part
             gen = Generation(params, self.args.tokens, self.args.stream_interval, self.args.usage_off_by_one,
-                             scripted=False)
+                             scripted=False, fallback=described)
             fault = None
         return gen, fault
 
+    @staticmethod
+    def _images(params: dict) -> str | None:
+        """A vision worker's check of the images and placeholders; the reply describing them, None for text."""
+        prompt = params.get("prompt")
+        if "images" not in params and (not isinstance(prompt, str) or PLACEHOLDER not in prompt):
+            return None  # a text request: filler, as before
+        if not isinstance(prompt, str):
+            raise ValueError("prompt must be a string")
+        images = params.get("images", [])
+        datas = check(prompt, images)
+        return description(prompt, datas) if datas else None
+
     async def generate(self, request: web.Request) -> web.StreamResponse:
-        gen, fault = await self._generation(request)
+        try:
+            gen, fault = await self._generation(request)
+        except Refused as refused:  # sglang_worker's generate_gate: the error frame as the reply
+            return json_response(refused.frame)
         if fault is not None:
             return await self._faulty_reply(request, fault, gen)
         gen.run_to_end()
@@ -131,7 +153,13 @@ class SimulatedWorker:
             return json_response(gen.frame(final=True))
 
     async def generate_stream(self, request: web.Request) -> web.StreamResponse:
-        gen, fault = await self._generation(request)
+        try:
+            gen, fault = await self._generation(request)
+        except Refused as refused:  # sglang_worker's generate_stream_gate: a stream of the one error frame
+            response = web.StreamResponse()
+            await response.prepare(request)
+            await response.write(_frame(refused.frame))
+            return response
         mode = fault.mode if fault is not None else "none"
         async with self.limiter:
             self.open_streams += 1
@@ -269,8 +297,12 @@ class SimulatedWorker:
             "connections_total": self.connections.total if self.connections else 0,
             "connections_open": self.connections.open if self.connections else 0,
             "fault": self.faults.state(),
-            "worker": {"model_names": self.model_names, "conv_template": self.conv["name"], "pid": os.getpid()},
+            "worker": {"model_names": self.model_names, "conv_template": self.conv["name"], "pid": os.getpid(),
+                       "multimodal": self.multimodal},
         })
+
+    async def sim_images(self, request: web.Request) -> web.Response:
+        return json_response({"generate": [report(payload) for payload in self.gen_payloads]})
 
     async def sim_reset(self, request: web.Request) -> web.Response:
         self.reset_stats()

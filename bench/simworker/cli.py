@@ -22,7 +22,8 @@ def build_parser() -> argparse.ArgumentParser:
             "protocol (registration, heartbeat, /worker_generate_stream NUL-delimited cumulative JSON frames, "
             "/worker_generate, /worker_get_embeddings, /count_token, /model_details, /worker_get_conv_template, "
             "/worker_get_status) with deterministic fake text, plus fault injection (POST /sim/fault, "
-            "[[fault:MODE]] prompt directives) and introspection (/sim/stats, /sim/reset). It runs no model."),
+            "[[fault:MODE]] prompt directives) and introspection (/sim/stats, /sim/images, /sim/reset). It runs no "
+            "model."),
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     p.add_argument("--host", default="127.0.0.1")
@@ -53,6 +54,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--embedding-dim", type=int, default=8)
     p.add_argument("--usage-off-by-one", action="store_true",
                    help="report completion_tokens as the HF worker's 0-based step index")
+    p.add_argument("--multimodal", action="store_true",
+                   help="a vision worker: registers with \"multimodal\": true, refuses a request whose $$<image>$$ "
+                        "placeholders are not one per image or whose images are not base64 (an error frame, like "
+                        "FastChat's sglang_worker), and answers one with images with a description of them")
+    p.add_argument("--payload-log", type=int, default=50,
+                   help="generation and embeddings payloads kept for /sim/stats and /sim/images (0: none)")
     p.add_argument("--backlog", type=int, default=4096)
     return p
 
@@ -64,8 +71,8 @@ def _error(message: str, code: int) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    if args.tokens < 0 or args.stream_interval < 1 or args.embedding_dim < 1:
-        return _error("--tokens must be >= 0, --stream-interval and --embedding-dim >= 1", 2)
+    if args.tokens < 0 or args.stream_interval < 1 or args.embedding_dim < 1 or args.payload_log < 0:
+        return _error("--tokens and --payload-log must be >= 0, --stream-interval and --embedding-dim >= 1", 2)
     logging.basicConfig(level=logging.INFO, format="[simulated-worker] %(message)s", stream=sys.stderr)
     # Imported here so that --help and argument errors do not pay for aiohttp's import.
     from bench.simworker.app import SimulatedWorker
@@ -81,11 +88,11 @@ def main(argv: list[str] | None = None) -> int:
         address = args.worker_address or f"http://{args.host}:{port}"
         if args.controller_address and not args.no_register:
             registrar = Registrar(args.controller_address, address, args.heartbeat_interval, worker.status,
-                                  lambda: worker.limiter.queue_length)
+                                  lambda: worker.limiter.queue_length, multimodal=args.multimodal)
             registrar.start()
         logger.info("simulated worker listening on http://%s:%d (worker_address=%s, models=%s, template=%s/%s, "
-                    "controller=%s, pid=%d)", args.host, port, address, ",".join(worker.model_names),
-                    args.conv_template, args.sep_style_numbering,
+                    "multimodal=%s, controller=%s, pid=%d)", args.host, port, address, ",".join(worker.model_names),
+                    args.conv_template, args.sep_style_numbering, args.multimodal,
                     args.controller_address if registrar else "none", os.getpid())
 
     try:

@@ -19,7 +19,9 @@
   token, then alternatives whose probabilities add up to less than the rest (the BOS entry stays ``{}``).
 * Scripted replies (``scripted``): a prompt that offers tools or asks for a JSON object gets a tool call, an answer
   to the tool results or a JSON object instead of filler, cut into tokens of a few characters; such a reply has as
-  many tokens as it needs (``--tokens`` bounds filler only), and is still cut at ``max_new_tokens``.
+  many tokens as it needs (``--tokens`` bounds filler only), and is still cut at ``max_new_tokens``. A reply given
+  as ``fallback`` (a vision worker's description of the images, ``vision``) is used the same way where no
+  scripted reply is due.
 """
 from __future__ import annotations
 
@@ -90,13 +92,14 @@ def _top_logprobs(seed: int, index: int, piece: str, logprob: float, k: int) -> 
 
 class Generation:
     """One simulated decode of a gen-params payload (tokens: the worker's --tokens; stream_interval;
-    usage_off_by_one; scripted False: filler even where a scripted reply is due, the ``disobey`` fault)."""
+    usage_off_by_one; scripted False: filler even where a scripted reply is due, the ``disobey`` fault; fallback:
+    the reply, cut like a scripted one, where no scripted reply is due, e.g. a vision worker's description)."""
 
     __slots__ = ("echo", "base", "stops", "max_stop", "max_new", "n", "seed", "text", "ntok", "finish_reason",
                  "interval", "prompt", "prompt_tokens", "off_by_one", "lp", "top_k", "script")
 
     def __init__(self, params: dict, tokens: int, stream_interval: int = 1, usage_off_by_one: bool = False,
-                 scripted: bool = True):
+                 scripted: bool = True, fallback: str | None = None):
         prompt = params.get("prompt", "")
         if not isinstance(prompt, str):
             raise ValueError("prompt must be a string")
@@ -118,6 +121,8 @@ class Generation:
         self.max_stop = max((len(s) for s in self.stops), default=0)
         self.max_new = max_new
         script = _scripted.reply(prompt) if scripted else None
+        if script is None:
+            script = fallback
         self.script = _scripted.tokens(script) if script is not None else None
         self.n = max(0, min(max_new, tokens if self.script is None else len(self.script)))
         self.seed = seed

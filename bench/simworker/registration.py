@@ -14,17 +14,19 @@ class Registrar(threading.Thread):
     """POST /register_worker, then /receive_heart_beat every `interval` s; registers again when the controller
     has forgotten the worker, and never gives up (a controller that is down is retried every min(5, interval) s).
 
-    status: the worker's /worker_get_status reply; queue_length: its current queue length.
+    status: the worker's /worker_get_status reply; queue_length: its current queue length; multimodal: the
+    registration's "multimodal" flag (every registration, the re-registrations too, carries it).
     """
 
     def __init__(self, controller: str, address: str, interval: float, status: Callable[[], dict],
-                 queue_length: Callable[[], int]) -> None:
+                 queue_length: Callable[[], int], multimodal: bool = False) -> None:
         super().__init__(name="sim-heartbeat", daemon=True)
         self.controller = controller.rstrip("/")
         self.address = address
         self.interval = interval
         self.status = status
         self.queue_length = queue_length
+        self.multimodal = multimodal
         self.stop_event = threading.Event()
         self.retry = min(5.0, interval)
 
@@ -38,7 +40,7 @@ class Registrar(threading.Thread):
     def register(self) -> bool:
         try:
             self.post("/register_worker", {"worker_name": self.address, "check_heart_beat": True,
-                                           "worker_status": self.status(), "multimodal": False})
+                                           "worker_status": self.status(), "multimodal": self.multimodal})
             return True
         except Exception as exc:  # never crash: log and retry
             logger.warning("register_worker at %s failed: %r", self.controller, exc)

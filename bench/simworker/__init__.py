@@ -10,7 +10,7 @@ benchmarks measure the gateway rather than the worker. Run from the repository r
 One job per module: ``generation`` (the deterministic model: text, tokens, logprobs, embeddings), ``faults``
 (fault injection), ``scripted`` (the tool calls, tool-result answers and JSON objects it gives prompts that
 ask for them), ``vision`` (with ``--multimodal``: the image checks of FastChat's sglang_worker and a reply that
-describes the images received), ``limiter`` (the concurrency limit and queue length), ``templates`` (the conversation template
-it reports), ``registration`` (controller registration and heartbeat), ``app`` (the routes), ``server`` (the HTTP
-layer, aiohttp), ``cli`` (the command line). Only ``app`` and ``server`` know about HTTP.
+describes the images received), ``limiter`` (the concurrency limit and queue length), ``templates`` (the
+conversation template it reports), ``registration`` (controller registration and heartbeat), ``app`` (the routes),
+``server`` (the HTTP layer, aiohttp), ``cli`` (the command line). Only ``app`` and ``server`` know about HTTP.
 """

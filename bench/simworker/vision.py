@@ -88,8 +88,9 @@ def description(prompt: str, datas: list[bytes]) -> str:
     format and the first hex digits of its sha256."""
     parts = [f"image {i + 1}: {len(data)} bytes {image_type(data) or 'unknown'} "
              f"sha256:{hashlib.sha256(data).hexdigest()[:DIGEST_CHARS]}" for i, data in enumerate(datas)]
-    return (f"I received {len(datas)} image{'s' if len(datas) != 1 else ''} for "
-            f"{prompt.count(PLACEHOLDER)} placeholders. " + "; ".join(parts) + ".")
+    placeholders = prompt.count(PLACEHOLDER)
+    return (f"I received {len(datas)} image{'s' if len(datas) != 1 else ''} for {placeholders} "
+            f"placeholder{'s' if placeholders != 1 else ''}. " + "; ".join(parts) + ".")
 
 
 def report(payload: dict) -> dict:

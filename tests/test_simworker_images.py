@@ -6,11 +6,14 @@ from __future__ import annotations
 import base64
 import hashlib
 import io
+import json
 
 import pytest
 from PIL import Image
 
 from bench.simworker import vision
+from bench.simworker.generation import Generation
+from bench.simworker.scripted import JSON_OBJECT
 from tests.test_simulated_worker import SERVER_ERROR_MSG, FakeController, frames_of, free_port, gen_payload, \
     launch, wait_for
 
@@ -208,3 +211,14 @@ def test_multimodal_registration_and_re_registration(tmp_path):
                                 "worker_status": {"model_names": ["vision-model"], "speed": 1, "queue_length": 0},
                                 "multimodal": True}
     assert all(body["multimodal"] is True for body in registrations)
+
+
+def test_a_scripted_reply_wins_over_the_description():
+    described = vision.description(vicuna_prompt(1), [RED])
+    asked = Generation({"prompt": vicuna_prompt(1, JSON_OBJECT + "."), "max_new_tokens": 200}, 16,
+                       fallback=described)
+    asked.run_to_end()
+    assert list(json.loads(asked.text)) == ["answer"]
+    plain = Generation({"prompt": vicuna_prompt(1), "max_new_tokens": 200}, 16, fallback=described)
+    plain.run_to_end()
+    assert plain.text == described and plain.finish_reason == "stop"

@@ -27,7 +27,7 @@ IMAGE_PART = {
         {"type": "string", "description": "The URL alone."},
         {"type": "object", "required": ["url"], "properties": {
             "url": {"type": "string"},
-            "detail": {"type": "string", "enum": ["auto", "low", "high"],
+            "detail": {"type": "string", "enum": ["auto", "low", "high", None], "nullable": True,
                        "description": "Accepted; FastChat's vision workers have no such setting."}}}]}}}
 
 # What app.schemas.tools.check_message says across a message's fields: content may be null or absent only on an

@@ -165,11 +165,16 @@ class TestTemplates:
 REFUSED = [
     ("system message", [{"role": "system", "content": [image_part(data_url(data=PNG))]},
                         {"role": "user", "content": "x"}], "messages[0].content[0]", "unsupported_parameter",
-     "Images are accepted only in user messages, not in a system message."),
+     "Images are accepted only in user messages, not in system messages."),
     ("assistant message", [{"role": "user", "content": "x"},
                            {"role": "assistant", "content": [{"type": "text", "text": "a"},
                                                              image_part(data_url(data=PNG))]}],
-     "messages[1].content[1]", "unsupported_parameter", "not in a assistant message"),
+     "messages[1].content[1]", "unsupported_parameter", "not in assistant messages"),
+    ("tool message", [{"role": "user", "content": "x"},
+                      {"role": "assistant", "content": None, "tool_calls": [
+                          {"id": "call_1", "type": "function", "function": {"name": "f", "arguments": "{}"}}]},
+                      {"role": "tool", "tool_call_id": "call_1", "content": [image_part(data_url(data=PNG))]}],
+     "messages[2].content[0]", "unsupported_parameter", "not in tool messages"),
     ("file url", [{"role": "user", "content": [image_part("file:///etc/passwd")]}], "messages[0].content[0]",
      "unsupported_parameter", "local paths, file: and other schemes are never read"),
     ("local path", [{"role": "user", "content": [image_part("/etc/passwd.png")]}], "messages[0].content[0]",

@@ -91,12 +91,12 @@ class MessageSchema(RequestSchema):
                          "use tool_calls."))
 
     @validates_schema
-    def _check_tool_fields(self, data, **kwargs):
+    def _check_role_fields(self, data, **kwargs):
         content = data.get("content")
         if isinstance(content, ContentParts) and data.get("role") != "user":
             index = content.images[0][0]
             raise ValidationError({index: [UnsupportedMessage(
-                f"Images are accepted only in user messages, not in a {data['role']} message.")]}, "content")
+                f"Images are accepted only in user messages, not in {data['role']} messages.")]}, "content")
         check_message(data)
 
     @post_load

@@ -10,6 +10,8 @@ from flask_cors import CORS
 
 from app import api, auth, error_handlers, metrics, observability
 from app.config import load_config
+from app.images.fetch import ImageFetcher
+from app.images.rules import ImageRules
 from app.serving.cluster import Cluster
 from app.upstream.client import UpstreamClient
 from app.upstream.controller import Controller
@@ -50,7 +52,8 @@ def build_cluster(config: Mapping[str, Any]) -> Cluster:
         controller = StaticWorkers(
             client, config["WORKER_ADDRESSES"], interval=config["WORKER_STATUS_INTERVAL"],
             # A status reply is instant; a worker silent for 5 s is treated as down, as FastChat's controller does.
-            timeout=(config["WORKER_CONNECT_TIMEOUT"], 5.0))
+            timeout=(config["WORKER_CONNECT_TIMEOUT"], 5.0),
+            multimodal_models=frozenset(config["MULTIMODAL_MODELS"]))
     else:
         controller = Controller(
             client, config["CONTROLLER_ADDRESS"],
@@ -59,7 +62,10 @@ def build_cluster(config: Mapping[str, Any]) -> Cluster:
             pick_interval=config["WORKER_PICK_INTERVAL"], pick_ttl=config["WORKER_PICK_TTL"])
     workers = Workers(client, timeout=(config["WORKER_CONNECT_TIMEOUT"], config["WORKER_READ_TIMEOUT"]),
                       cache_size=config["TEMPLATE_CACHE_SIZE"])
+    image_rules = ImageRules.from_config(config)
     return Cluster(controller, workers, ThreadPoolExecutor(max_workers=32, thread_name_prefix="choice"),
                    numbering=config["SEP_STYLE_NUMBERING"], clip_overflow=config["CONTEXT_OVERFLOW"] == "clip",
                    embedding_batch_size=config["EMBEDDING_BATCH_SIZE"], failover_attempts=config["FAILOVER_ATTEMPTS"],
-                   tool_formats=config["TOOL_FORMATS"], structured_retries=config["STRUCTURED_OUTPUT_RETRIES"])
+                   tool_formats=config["TOOL_FORMATS"], structured_retries=config["STRUCTURED_OUTPUT_RETRIES"],
+                   image_rules=image_rules, image_fetcher=ImageFetcher(image_rules) if image_rules.fetching else None,
+                   body_limit=config["MAX_REQUEST_BODY_BYTES"])

@@ -15,17 +15,34 @@ from app.schemas.tools import (CHOICES, MAX_SCHEMA_CHARS, MAX_SCHEMA_DEPTH, MAX_
 
 TOKEN_ID = {"type": "integer", "minimum": 0}
 _NULL = {"nullable": True, "enum": [None]}
+TEXT_PART = {"type": "object", "required": ["type", "text"],
+             "properties": {"type": {"type": "string", "enum": ["text"]}, "text": {"type": "string"}}}
+IMAGE_PART = {
+    "type": "object", "required": ["type", "image_url"],
+    "description": "User messages only, for models whose workers registered as multimodal. A "
+                   "data:image/(png|jpeg|webp|gif);base64 URL, checked to be such an image within IMAGE_MAX_BYTES "
+                   "and IMAGE_MAX_PIXELS; an http(s) URL only for a host IMAGE_FETCH_HOSTS lists; never a local "
+                   "path or another scheme. At most IMAGE_MAX_COUNT per request.",
+    "properties": {"type": {"type": "string", "enum": ["image_url"]}, "image_url": {"oneOf": [
+        {"type": "string", "description": "The URL alone."},
+        {"type": "object", "required": ["url"], "properties": {
+            "url": {"type": "string"},
+            "detail": {"type": "string", "enum": ["auto", "low", "high", None], "nullable": True,
+                       "description": "Accepted; FastChat's vision workers have no such setting."}}}]}}}
+
 # What app.schemas.tools.check_message says across a message's fields: content may be null or absent only on an
-# assistant message with tool_calls; a tool message needs tool_call_id (and content).
+# assistant message with tool_calls; a tool message needs tool_call_id (and content); images only from the user.
 MESSAGE_RULES = {"allOf": [
     {"anyOf": [{"required": ["content"], "properties": {"content": {"not": _NULL}}},
                {"required": ["role", "tool_calls"], "properties": {
                    "role": {"enum": ["assistant"]}, "tool_calls": {"type": "array", "minItems": 1}}}]},
     {"anyOf": [{"properties": {"role": {"not": {"enum": ["tool"]}}}},
                {"required": ["tool_call_id"], "properties": {"tool_call_id": {"not": _NULL}}}]},
+    # Image parts only in user messages.
+    {"anyOf": [{"properties": {"role": {"enum": ["user"]}}},
+               {"properties": {"content": {"anyOf": [{"not": {"type": "array"}},
+                                                     {"type": "array", "items": TEXT_PART}]}}}]},
 ]}
-TEXT_PART = {"type": "object", "required": ["type", "text"],
-             "properties": {"type": {"type": "string", "enum": ["text"]}, "text": {"type": "string"}}}
 
 
 def _falsy(description: str) -> dict:
@@ -170,7 +187,8 @@ def _union_branches(converter, field: fields.Field) -> list[dict] | None:
         return [{"type": "string"}, strings]
     if isinstance(field, MessageContent):
         return [{"type": "string"},
-                {"type": "array", "items": TEXT_PART, "description": "Text parts, joined with newlines."}]
+                {"type": "array", "items": {"oneOf": [TEXT_PART, IMAGE_PART]},
+                 "description": "Text parts, joined with newlines, and image parts."}]
     if isinstance(field, Messages):
         messages = {"type": "array", "minItems": 1,
                     "items": {"allOf": [converter.resolve_nested_schema(MessageSchema), MESSAGE_RULES]}}

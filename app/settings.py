@@ -40,6 +40,15 @@ def _list(value: str) -> tuple[str, ...]:
     return tuple(item.strip() for item in value.split(",") if item.strip())
 
 
+def _hosts(value: str) -> tuple[str, ...]:
+    hosts = tuple(host.lower() for host in _list(value))
+    for host in hosts:
+        if "/" in host or "@" in host or "*" in host.removeprefix("*.") and host != "*":
+            raise ValueError(f"{host!r} is not a host name: give names such as images.example.com, "
+                             f"*.example.com or *, without a scheme, path or port")
+    return hosts
+
+
 def _number(minimum: float, *, integer: bool = False, strict: bool = False) -> Callable[[str], float | int]:
     def parse(value: str) -> float | int:
         try:
@@ -194,6 +203,22 @@ _DECLARED = [
     Setting("MAX_TOKENS_CAP", _positive, 131072, "largest accepted `max_tokens` / `max_completion_tokens`"),
     Setting("MAX_STOP_SEQUENCES", _count, 16, "most `stop` strings in one request"),
     Setting("MAX_MESSAGES", _positive, 2048, "most messages in one chat request"),
+    # --- the app's: images (see Images (vision workers)) ---
+    Setting("MULTIMODAL_MODELS", _list, (),
+            "without a controller: comma-separated models whose workers take images (with a controller, the "
+            "workers that registered as multimodal say it)"),
+    Setting("IMAGE_MAX_BYTES", _positive, 10 * 1024 * 1024, "largest image, in decoded bytes"),
+    Setting("IMAGE_MAX_PIXELS", _positive, 4096 * 4096, "most pixels (width x height) of one image"),
+    Setting("IMAGE_MAX_COUNT", _count, 8, "most images in one request (`0`: no images)"),
+    Setting("IMAGE_FETCH_HOSTS", _hosts, (),
+            "comma-separated hosts whose `http(s)` image URLs the gateway fetches: `images.example.com`, "
+            "`*.example.com` (its subdomains), or `*` (any host with a public address)",
+            shown_default="empty: URLs are not fetched"),
+    Setting("IMAGE_FETCH_ALLOW_PRIVATE", _flag, False,
+            "also fetch from loopback, private, link-local and other non-public addresses (a trusted network's "
+            "own image server)"),
+    Setting("IMAGE_FETCH_TIMEOUT", _seconds, 5.0,
+            "connecting to an image host, each read, and the whole download of one image", unit="s"),
     # --- the app's: CORS and logging ---
     Setting("CORS_ALLOWED_ORIGINS", _list, (), "comma-separated origins browsers may call from (`*` for any)",
             shown_default="empty: CORS off"),

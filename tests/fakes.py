@@ -61,6 +61,10 @@ class FakeCluster:
     def serves(self, *models: str):
         return self.rsps.post(f"{CONTROLLER}/list_models", json={"models": list(models)})
 
+    def multimodal(self, *models: str):
+        """The controller's /list_multimodal_models (asked only for requests that carry images)."""
+        return self.rsps.post(f"{CONTROLLER}/list_multimodal_models", json={"models": list(models)})
+
     def routes(self, model: str = MODEL, to: str = WORKER):
         return self.rsps.post(f"{CONTROLLER}/get_worker_address", json={"address": to},
                               match=[matchers.json_params_matcher({"model": model})])

@@ -158,3 +158,36 @@ def test_a_pick_interval_of_zero_asks_every_time(controller, cluster):
     for _ in range(3):
         controller.get_worker_address("m")
     assert len(asks) == 3
+
+
+def test_is_multimodal_reads_the_controllers_multimodal_list_and_caches_it(controller, cluster, clock):
+    listing = cluster.multimodal("llava", "qwen-vl")
+    assert controller.is_multimodal("llava")
+    clock.now += 4
+    assert controller.is_multimodal("qwen-vl")
+    assert listing.call_count == 1
+    clock.now += 2
+    assert controller.is_multimodal("llava")
+    assert listing.call_count == 2  # expired after the model-list TTL
+
+
+def test_a_model_missing_from_the_multimodal_list_rereads_it_once(controller, upstream):
+    upstream.post(f"{CONTROLLER}/list_multimodal_models", json={"models": ["llava"]})
+    upstream.post(f"{CONTROLLER}/list_multimodal_models", json={"models": ["llava", "new-vl"]})
+    assert controller.is_multimodal("llava")
+    assert controller.is_multimodal("new-vl")
+    assert len(upstream.calls) == 2
+
+
+def test_a_text_model_is_not_multimodal_after_one_read(controller, cluster):
+    listing = cluster.multimodal("llava")
+    assert not controller.is_multimodal("vicuna")
+    assert listing.call_count == 1
+
+
+@pytest.mark.parametrize("reply", [{"models": "llava"}, {"nope": []}, [], {"models": [1]}])
+def test_an_invalid_multimodal_list_is_a_bad_response(controller, upstream, reply):
+    upstream.post(f"{CONTROLLER}/list_multimodal_models", json=reply)
+    with pytest.raises(UpstreamError) as caught:
+        controller.is_multimodal("llava")
+    assert caught.value.kind == errors.BAD_RESPONSE

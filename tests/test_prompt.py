@@ -420,3 +420,50 @@ def test_build_prompt_rejects_unflattened_content():
 def test_merge_stop(request_stop, stop_str, expected):
     wire = VICUNA | {"stop_str": stop_str}
     assert merge_stop(request_stop, Template.from_wire(wire)) == expected
+
+
+# --- images (§2.7, §6.3 "Image tuples") ---------------------------------------------------------------------------
+
+class _Image:
+    def __init__(self, param: str):
+        self.param = param
+
+
+IMAGE_MESSAGES = [{"role": "user", "content": "U1", "images": [_Image("messages[0].content[1]")] * 2},
+                  {"role": "assistant", "content": "A1"},
+                  {"role": "user", "content": "U2", "images": [_Image("messages[2].content[0]")]}]
+
+
+@pytest.mark.parametrize("style, expected", [
+    ("ADD_COLON_SINGLE", "[SYS]<S1>R0: $$<image>$$$$<image>$$<image>\n<image>\nU1<S1>R1: A1<S1>"
+                         "R0: $$<image>$$<image>\nU2<S1>R1:"),
+    ("ADD_COLON_TWO", "[SYS]<S1>R0: $$<image>$$$$<image>$$<image>\n<image>\nU1<S1>R1: A1<S2>"
+                      "R0: $$<image>$$<image>\nU2<S1>R1:"),
+    ("CHATML", "[SYS]<S1>\nR0\n$$<image>$$$$<image>$$<image>\n<image>\nU1<S1>\nR1\nA1<S1>\n"
+               "R0\n$$<image>$$<image>\nU2<S1>\nR1\n"),
+    ("CLLM", "[SYS]<S1>R0: $$<image>$$<image>\nU2<S1>R1:"),
+    ("DEFAULT", "[SYS]\nR0: <image>\n<image>\nU1\nR1: A1\nR0: <image>\nU2\nR1:"),
+])
+def test_image_messages_render_as_fastchat_head_renders_them(style, expected):
+    """The user text is "<image>\\n" per image + the text; the styles that place images put "$$<image>$$" per image
+    before it, DEFAULT keeps the text only."""
+    assert build_prompt(head_template(style), IMAGE_MESSAGES) == expected
+
+
+@pytest.mark.parametrize("style", sorted(set(HEAD_INTS) - {"ADD_COLON_SINGLE", "ADD_COLON_TWO", "CHATML", "CLLM",
+                                                           "DEFAULT"}))
+def test_a_style_without_a_place_for_images_is_400_naming_the_first_image(style):
+    from app.errors import ApiError
+
+    with pytest.raises(ApiError) as caught:
+        build_prompt(head_template(style), IMAGE_MESSAGES)
+    assert (caught.value.status, caught.value.param) == (400, "messages[0].content[1]")
+    assert caught.value.message.startswith(f"The conversation template 'synthetic' cannot place images (its "
+                                           f"sep_style is {style})")
+
+
+def test_messages_without_images_render_as_before_in_every_style():
+    for style in HEAD_INTS:
+        plain = [{k: v for k, v in m.items() if k != "images"} for m in IMAGE_MESSAGES]
+        assert build_prompt(head_template(style), plain) == \
+            render(head_template(style), None, [(0, "U1"), (1, "A1"), (0, "U2")])

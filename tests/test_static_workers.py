@@ -126,3 +126,19 @@ def test_both_addresses_set_is_a_config_error():
 
     with pytest.raises(ConfigError, match="WORKER_ADDRESSES"):
         load_config({"WORKER_ADDRESSES": W1, "CONTROLLER_ADDRESS": "http://c:21001"})
+
+
+def test_multimodal_models_is_what_says_which_models_take_images(upstream):
+    static = StaticWorkers(UpstreamClient(connect_retries=0), (W1,), timeout=(1, 1), interval=3600,
+                           multimodal_models=frozenset({"llava"}))
+    assert static.is_multimodal("llava")
+    assert not static.is_multimodal("m")
+    assert not upstream.calls  # no worker is asked: its status does not say it
+
+
+def test_the_app_passes_multimodal_models_to_static_workers():
+    from app import create_app
+
+    app = create_app({"API_KEYS": ()}, environ={"WORKER_ADDRESSES": W1, "MULTIMODAL_MODELS": "llava, qwen-vl"})
+    source = app.extensions["cluster"].controller
+    assert source.is_multimodal("qwen-vl") and not source.is_multimodal("vicuna")

@@ -11,7 +11,8 @@ METHODS = [name for name, value in vars(WorkerSource).items() if inspect.isfunct
 
 
 def test_the_protocol_names_what_serving_calls():
-    assert sorted(METHODS) == ["get_worker_address", "has_model", "list_models", "ready", "report_failure"]
+    assert sorted(METHODS) == ["get_worker_address", "has_model", "is_multimodal", "list_models", "ready",
+                              "report_failure"]
 
 
 @pytest.mark.parametrize("source", [Controller, StaticWorkers])

@@ -10,6 +10,7 @@ from marshmallow import Schema, ValidationError
 from werkzeug.exceptions import RequestEntityTooLarge
 
 from app.errors import from_validation, invalid_request
+from app.images.rules import ImageRules
 from app.schemas.chat import ChatCompletionRequestSchema, FastChatChatCompletionRequestSchema
 from app.schemas.completions import CompletionRequestSchema
 from app.schemas.embeddings import EmbeddingRequestSchema
@@ -27,7 +28,8 @@ def init_app(app: Flask) -> None:
 
     limits = {"max_n": app.config["MAX_N"], "max_stop": app.config["MAX_STOP_SEQUENCES"],
               "max_tokens": app.config["MAX_TOKENS_CAP"]}
-    chat_limits = {**limits, "max_messages": app.config["MAX_MESSAGES"]}
+    chat_limits = {**limits, "max_messages": app.config["MAX_MESSAGES"],
+                   "image_rules": ImageRules.from_config(app.config)}
     app.extensions["schemas"] = {
         "chat": ChatCompletionRequestSchema(**chat_limits),
         "fastchat_chat": FastChatChatCompletionRequestSchema(**chat_limits),
@@ -49,7 +51,8 @@ def reply(params: dict, create: Callable[[dict, Cluster], dict],
     record = current_record()
     record.model = params["model"]
     if current_app.config["LOG_REQUEST_BODIES"]:
-        logger.info("request_id=%s body=%s", record.request_id, json.dumps(params, ensure_ascii=False))
+        # Images (app.images.parts) print as placeholders such as <image/png 12345 bytes>, never their data.
+        logger.info("request_id=%s body=%s", record.request_id, json.dumps(params, ensure_ascii=False, default=repr))
     if params.get("stream"):
         return sse_response(stream(params, get_cluster()), params["include_usage"], record)
     result = create(params, get_cluster())
@@ -76,6 +79,9 @@ def load_body(schema_name: str) -> dict:
     if not isinstance(data, dict):
         raise invalid_request("The request body must be a JSON object.")
     try:
-        return schema.load(data)
+        params = schema.load(data)
     except ValidationError as exc:
         raise from_validation(exc) from None
+    if isinstance(params, dict) and "messages" in params:
+        params["body_bytes"] = len(body)  # image URLs fetched later count toward the same limit
+    return params

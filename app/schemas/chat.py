@@ -4,9 +4,14 @@ All range rules live here; serving code receives a plain dict with defaults fill
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from marshmallow import ValidationError, fields, post_load, validates_schema
 
-from app.schemas.fields import (InRange, RangeMessage, RequestSchema, UnsupportedMessage, accept_only,
+from app.images.check import load_part
+from app.images.parts import IMAGE_TOO_MANY, ImageError
+from app.images.rules import ImageRules
+from app.schemas.fields import (CodedMessage, InRange, RangeMessage, RequestSchema, UnsupportedMessage, accept_only,
                                 strict_boolean, unsupported)
 from app.schemas.sampling import SamplingRequestSchema
 from app.schemas.tools import (ResponseFormat, ToolChoice, Tools, check_conversation, check_message,
@@ -23,28 +28,55 @@ def _check_role(role: str) -> None:
         raise ValidationError(f"Unknown role '{role}'; expected one of {', '.join(ROLES)}.")
 
 
+@dataclass(frozen=True)
+class ContentParts:
+    """A content list that holds image parts: its text parts joined, and each image part's (index, URL)."""
+
+    text: str
+    images: tuple[tuple[int, str], ...]
+
+
 class MessageContent(fields.Field):
-    """A message's content: a string, or a list of parts of which only text parts are supported."""
+    """A message's content: a string, or a list of text and image_url parts (other kinds are refused by name).
+
+    Text-only content loads as the texts joined with newlines (as FastChat joins them); content with images as
+    ContentParts, which Messages checks against the image rules once it knows the message's position.
+    """
 
     default_error_messages = {"invalid": "Must be a string or a list of content parts."}
 
-    def _deserialize(self, value, attr, data, **kwargs) -> str:
+    def _deserialize(self, value, attr, data, **kwargs) -> str | ContentParts:
         if isinstance(value, str):
             return value
         if not isinstance(value, list):
             raise self.make_error("invalid")
-        texts = []
+        texts, images = [], []
         for index, part in enumerate(value):
             kind = part.get("type") if isinstance(part, dict) else None
             if kind == "text" and isinstance(part.get("text"), str):
                 texts.append(part["text"])
-            elif kind in ("image_url", "input_audio", "file"):
+            elif kind == "image_url":
+                images.append((index, _image_url(part.get("image_url"), index)))
+            elif kind in ("input_audio", "file"):
                 message = UnsupportedMessage(f"Content parts of type '{kind}' are not supported.")
                 raise ValidationError({index: [message]})
             else:
                 raise ValidationError({index: ["Must be a content part such as {\"type\": \"text\", \"text\": ...}."]})
         # FastChat joins the text parts of one message with newlines.
-        return "\n".join(texts)
+        return ContentParts("\n".join(texts), tuple(images)) if images else "\n".join(texts)
+
+
+def _image_url(value, index: int) -> str:
+    """An image_url part's URL: {"url": ..., "detail": "auto"|"low"|"high"} or the URL alone. The detail is
+    accepted and not used: FastChat's vision workers have no such setting."""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, dict) and isinstance(value.get("url"), str):
+        if value.get("detail") not in (None, "auto", "low", "high"):
+            raise ValidationError({index: ["image_url.detail must be auto, low or high."]})
+        return value["url"]
+    raise ValidationError({index: ["Must be an image part such as {\"type\": \"image_url\", \"image_url\": "
+                                   "{\"url\": \"data:image/png;base64,...\"}}."]})
 
 
 class MessageSchema(RequestSchema):
@@ -59,12 +91,20 @@ class MessageSchema(RequestSchema):
                          "use tool_calls."))
 
     @validates_schema
-    def _check_tool_fields(self, data, **kwargs):
+    def _check_role_fields(self, data, **kwargs):
+        content = data.get("content")
+        if isinstance(content, ContentParts) and data.get("role") != "user":
+            index = content.images[0][0]
+            raise ValidationError({index: [UnsupportedMessage(
+                f"Images are accepted only in user messages, not in {data['role']} messages.")]}, "content")
         check_message(data)
 
     @post_load
     def _keep_rendered_fields(self, data, **kwargs):
-        message = {"role": data["role"], "content": data["content"]}
+        content = data["content"]
+        message = {"role": data["role"], "content": content}
+        if isinstance(content, ContentParts):  # Messages turns the URLs into checked images
+            message["content"], message["images"] = content.text, content.images
         if data.get("tool_calls"):
             message["tool_calls"] = data["tool_calls"]
         if data["role"] == "tool":
@@ -81,9 +121,10 @@ class Messages(fields.Field):
 
     default_error_messages = {"invalid": "Must be a non-empty list of messages."}
 
-    def __init__(self, *, max_items: int = 2048, **kwargs):
+    def __init__(self, *, max_items: int = 2048, image_rules: ImageRules = ImageRules(), **kwargs):
         super().__init__(**kwargs)
         self.max_items = max_items
+        self.image_rules = image_rules
 
     def _deserialize(self, value, attr, data, **kwargs):
         if isinstance(value, str):
@@ -94,7 +135,29 @@ class Messages(fields.Field):
             raise ValidationError(RangeMessage(f"At most {self.max_items} messages are allowed."))
         messages = _MESSAGE_LIST.load(value)
         check_conversation(messages)
+        _load_images(messages, self.image_rules)
         return messages
+
+
+def _load_images(messages: list[dict], rules: ImageRules) -> None:
+    """Replace each user message's image URLs by checked images (app.images.parts), in place. Raises
+    ValidationError naming the part (messages[i].content[j]) of the first refused one."""
+    count = 0
+    for position, message in enumerate(messages):
+        if "images" not in message:
+            continue
+        loaded = []
+        for index, url in message["images"]:
+            count += 1
+            try:
+                if count > rules.max_count:
+                    raise ImageError(f"At most {rules.max_count} images are accepted in one request "
+                                     "(IMAGE_MAX_COUNT).", IMAGE_TOO_MANY)
+                loaded.append(load_part(url, rules, f"messages[{position}].content[{index}]"))
+            except ImageError as exc:
+                raise ValidationError({position: {"content": {index: [CodedMessage(exc.message, exc.code)]}}}) \
+                    from None
+        message["images"] = loaded
 
 
 class ChatCompletionRequestSchema(SamplingRequestSchema):
@@ -122,9 +185,10 @@ class ChatCompletionRequestSchema(SamplingRequestSchema):
     web_search_options = fields.Raw(allow_none=True, validate=accept_only(
         lambda v: False, "Web search is not supported."))
 
-    def __init__(self, *, max_messages: int = 2048, **kwargs):
+    def __init__(self, *, max_messages: int = 2048, image_rules: ImageRules = ImageRules(), **kwargs):
         super().__init__(**kwargs)
         self.fields["messages"].max_items = max_messages
+        self.fields["messages"].image_rules = image_rules
 
     @validates_schema
     def _check_chat_combinations(self, data, **kwargs):

@@ -25,6 +25,17 @@ class UnsupportedMessage(str):
     error_code = "unsupported_parameter"
 
 
+class CodedMessage(str):
+    """A message carrying its own OpenAI error code (an image part's "invalid_image_format", ...)."""
+
+    fastchat_code = 40001
+
+    def __new__(cls, message: str, error_code: str):
+        tagged = super().__new__(cls, message)
+        tagged.error_code = error_code
+        return tagged
+
+
 def unsupported(message: str) -> ValidationError:
     return ValidationError(UnsupportedMessage(message))
 

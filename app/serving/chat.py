@@ -13,7 +13,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 from app.errors import unsupported_parameter
-from app.serving import payloads
+from app.serving import payloads, vision
 from app.serving.chat_replies import Reply, ReplyRules, StreamedReply, whole_reply
 from app.serving.cluster import Cluster
 from app.serving.deltas import choice_deltas, finish_reason
@@ -51,7 +51,8 @@ def prepare_chat(params: dict, cluster: Cluster, address: str) -> PreparedChat:
         messages = structured.with_instruction(messages, params["response_format"], template.system_message)
         prompt = build_prompt(template, messages)
     max_new_tokens, prompt_tokens = cluster.fit_max_tokens(address, model, prompt, params["max_tokens"])
-    payload = worker_payload(params, prompt, max_new_tokens, template, logprobs=params["top_logprobs"])
+    payload = worker_payload(params, prompt, max_new_tokens, template, logprobs=params["top_logprobs"],
+                             images=vision.images_of(messages))
     return PreparedChat(payload, prompt_tokens, ReplyRules.of(params, tool_format))
 
 
@@ -74,6 +75,7 @@ def _tool_format(params: dict, cluster: Cluster, template: Template) -> ToolForm
 def create_chat_completion(params: dict, cluster: Cluster) -> dict:
     """A whole chat completion; the n choices are generated concurrently."""
     ids = CallIds()  # one per response: call ids unique across its choices
+    params = vision.with_images_ready(params, cluster)
 
     def attempt(address: str) -> tuple[PreparedChat, list[dict], list[Reply], list[dict]]:
         prepared = prepare_chat(params, cluster, address)
@@ -125,6 +127,7 @@ def _retry_payload(payload: dict, retry: int, n: int) -> dict:
 
 def stream_chat_completion(params: dict, cluster: Cluster) -> Iterator[dict]:
     """Open the worker streams now (so failures get a status) and return the generator of chunks."""
+    params = vision.with_images_ready(params, cluster)
     def attempt(address: str) -> tuple[PreparedChat, list[WorkerStream]]:
         prepared = prepare_chat(params, cluster, address)
         return prepared, cluster.open_streams(address, choice_payloads(prepared.payload, params["n"]))

@@ -11,6 +11,9 @@ from dataclasses import dataclass, field
 from typing import TypeVar
 
 from app.errors import context_length_exceeded
+from app.images.fetch import ImageFetcher
+from app.images.parts import UNSUPPORTED, Image, ImageError, ImageUrl
+from app.images.rules import ImageRules
 from app.serving import failover
 from app.serving.prompt import Template, TemplateError
 from app.upstream.errors import BAD_RESPONSE, UpstreamError
@@ -26,7 +29,9 @@ class Cluster:
     workers: calls to model workers; executor: runs the n > 1 choices concurrently;
     numbering: SEP_STYLE_NUMBERING; clip_overflow: CONTEXT_OVERFLOW == "clip"; embedding_batch_size: inputs per
     worker embeddings call; failover_attempts: other workers tried when one cannot be reached; tool_formats:
-    TOOL_FORMATS (app.serving.tools.registry); structured_retries: STRUCTURED_OUTPUT_RETRIES."""
+    TOOL_FORMATS (app.serving.tools.registry); structured_retries: STRUCTURED_OUTPUT_RETRIES; image_rules: the
+    IMAGE_* settings; image_fetcher: fetches http(s) image URLs (None: fetching off); body_limit:
+    MAX_REQUEST_BODY_BYTES, which fetched images count toward."""
 
     controller: WorkerSource
     workers: Workers
@@ -37,11 +42,24 @@ class Cluster:
     failover_attempts: int = 2
     tool_formats: dict[str, str] = field(default_factory=dict)
     structured_retries: int = 1
+    image_rules: ImageRules = ImageRules()
+    image_fetcher: ImageFetcher | None = None
+    body_limit: int = 16 * 1024 * 1024
 
     def run_on_worker(self, model: str, attempt: Callable[[str], T]) -> T:
         """attempt(worker address) on a worker serving `model`, another one when it cannot be reached (see
         app.serving.failover); raises 404 for a model nobody serves."""
         return failover.run_on_worker(self.controller, model, attempt, self.failover_attempts)
+
+    def accepts_images(self, model: str) -> bool:
+        """Whether the workers of `model` registered as multimodal (or MULTIMODAL_MODELS lists it)."""
+        return self.controller.is_multimodal(model)
+
+    def fetch_image(self, part: ImageUrl, max_bytes: int) -> Image:
+        """The image at an allowed URL, checked. Raises ImageError (also when fetching is off)."""
+        if self.image_fetcher is None:
+            raise ImageError("This gateway does not fetch image URLs.", UNSUPPORTED)
+        return self.image_fetcher.fetch(part, max_bytes)
 
     def template(self, address: str, model: str) -> Template:
         """The worker's conversation template, in the sep_style numbering it uses."""

@@ -4,8 +4,11 @@ Built only from docs/fastchat-protocol.md (§2.7, §6, §9); the section numbers
 """
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Callable
+
+from app.errors import unsupported_parameter
 
 
 class TemplateError(ValueError):
@@ -135,7 +138,7 @@ def _builtin_messages(value) -> tuple[tuple[str, str | None], ...]:
     if not isinstance(value, list):
         raise TemplateError(f"conversation template key 'messages' must be a list, got {value!r}")
     for item in value:
-        # Image tuples are not supported: the gateway rejects image input before rendering.
+        # A worker's own (few-shot) messages are text: image tuples there would have no image data to send.
         if not (isinstance(item, (list, tuple)) and len(item) == 2 and isinstance(item[0], str)
                 and (item[1] is None or isinstance(item[1], str))):
             raise TemplateError(f"conversation template key 'messages' has an unusable entry: {item!r}")
@@ -334,10 +337,42 @@ _RENDERERS: dict[str, Callable[[Template, str, str, Msgs], str]] = {
 }
 
 
+# --- images (§2.7, §6.3 "Image tuples") ------------------------------------------------------------------------
+
+# What FastChat's server writes before a user message's text per image, and what its sglang worker splits the
+# prompt on to put each image in its place.
+IMAGE_TOKEN = "<image>\n"
+# FastChat's IMAGE_PLACEHOLDER_STR, which get_prompt writes per image before a (text, images) message.
+IMAGE_PLACEHOLDER = "$$<image>$$"
+_PLACEHOLDER_STYLES = frozenset({"ADD_COLON_SINGLE", "ADD_COLON_TWO", "CHATML", "CLLM"})
+_TEXT_ONLY_STYLES = frozenset({"DEFAULT"})
+
+ImageTurn = tuple[str, Sequence]  # FastChat's (text, images) message
+
+
+def _placed(template: Template, message: str | ImageTurn | None) -> str | None:
+    """A (text, images) message as the style renders it. Raises a 400 naming the first image's part for a
+    style that has no place for images (FastChat crashes there with a TypeError)."""
+    if not isinstance(message, tuple):
+        return message
+    text, images = message
+    if template.sep_style in _PLACEHOLDER_STYLES:
+        return IMAGE_PLACEHOLDER * len(images) + text
+    if template.sep_style in _TEXT_ONLY_STYLES:
+        return text
+    raise unsupported_parameter(
+        getattr(images[0], "param", None) or "messages",
+        f"The conversation template {template.name!r} cannot place images (its sep_style is "
+        f"{template.sep_style}): FastChat renders images only in ADD_COLON_SINGLE, ADD_COLON_TWO, CHATML, CLLM "
+        f"and DEFAULT templates.")
+
+
 # --- public rendering API -------------------------------------------------------------------------------------
 
-def render(template: Template, system_message: str | None, turns: list[tuple[int, str]]) -> str:
-    """turns: client turns as (role_index, text) with role_index 0 = roles[0] (user), 1 = roles[1] (assistant).
+def render(template: Template, system_message: str | None, turns: list[tuple[int, str | ImageTurn]]) -> str:
+    """turns: client turns as (role_index, text) with role_index 0 = roles[0] (user), 1 = roles[1] (assistant);
+    a text may be a (text, images) tuple, rendered as FastChat renders such a message (IMAGE_PLACEHOLDER once per
+    image before the text in the styles that place images).
 
     system_message None keeps the template's default. Renders the built-in messages, the turns and the open
     assistant slot (roles[1], None) with FastChat's get_prompt rules for template.sep_style (§6.3).
@@ -347,26 +382,30 @@ def render(template: Template, system_message: str | None, turns: list[tuple[int
     for role_index, text in turns:
         if role_index not in (0, 1):
             raise ValueError(f"role_index must be 0 (user) or 1 (assistant), got {role_index!r}")
-        msgs.append((template.roles[role_index], text))
+        msgs.append((template.roles[role_index], _placed(template, text)))
     msgs.append((template.roles[1], None))
     sp = _format_system(template, system)
     return _RENDERERS[template.sep_style](template, sp, system, msgs)
 
 
 def build_prompt(template: Template, messages: list[dict]) -> str:
-    """messages: validated OpenAI chat messages {"role": "system"|"developer"|"user"|"assistant", "content": str}.
+    """messages: validated OpenAI chat messages {"role": "system"|"developer"|"user"|"assistant", "content": str};
+    a user message may have "images" (a non-empty list, app.images.parts).
 
     "system" and "developer" replace the system message (the last one wins wherever it stands, as in FastChat);
-    "user" and "assistant" become turns for roles[0] and roles[1]. Raises TemplateError for any other role.
+    "user" and "assistant" become turns for roles[0] and roles[1]; a user message with images becomes FastChat
+    HEAD's (IMAGE_TOKEN * n + text, images) turn. Raises TemplateError for any other role.
     """
     system_message: str | None = None
-    turns: list[tuple[int, str]] = []
+    turns: list[tuple[int, str | ImageTurn]] = []
     for message in messages:
         role, content = message.get("role"), message.get("content")
         if not isinstance(content, str):
             raise TemplateError(f"message content must be a string by now, got {type(content).__name__}")
         if role in ("system", "developer"):
             system_message = content
+        elif role == "user" and message.get("images"):
+            turns.append((0, (IMAGE_TOKEN * len(message["images"]) + content, message["images"])))
         elif role in ("user", "assistant"):
             turns.append((0 if role == "user" else 1, content))
         else:

@@ -38,6 +38,8 @@ class Controller:
         self._clock = clock
         self._models: frozenset[str] = frozenset()
         self._models_at = float("-inf")
+        self._multimodal: frozenset[str] = frozenset()
+        self._multimodal_at = float("-inf")
         self._last_refresh = float("-inf")
         self._refresh_lock = threading.Lock()
         self._cooling: dict[str, float] = {}  # worker address -> until when this process avoids it
@@ -57,6 +59,19 @@ class Controller:
         if self._clock() - self._models_at < self._ttl and model in self._models:
             return True
         return model in self._fetch_models()
+
+    def is_multimodal(self, model: str) -> bool:
+        """Whether the controller lists `model` among the models of workers registered as multimodal; cached like
+        the model list, and a miss re-reads it once (asked only for requests that carry images)."""
+        if self._clock() - self._multimodal_at < self._ttl and model in self._multimodal:
+            return True
+        reply = self._post("/list_multimodal_models", None)
+        models = reply.get("models") if isinstance(reply, dict) else None
+        if not isinstance(models, list) or not all(isinstance(m, str) for m in models):
+            raise UpstreamError(BAD_RESPONSE, "The controller sent an invalid multimodal model list.",
+                                upstream="controller")
+        self._multimodal, self._multimodal_at = frozenset(models), self._clock()
+        return model in self._multimodal
 
     def get_worker_address(self, model: str) -> str:
         """The address of a worker for `model`: the controller's own pick when the last one is older than the

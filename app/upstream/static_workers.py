@@ -28,9 +28,11 @@ class _Status:
 class StaticWorkers:
     """A WorkerSource (app.upstream.worker_source) for a fixed worker list, as Controller is for a controller."""
 
-    def __init__(self, client: UpstreamClient, addresses: tuple[str, ...], *, timeout: Timeout, interval: float):
+    def __init__(self, client: UpstreamClient, addresses: tuple[str, ...], *, timeout: Timeout, interval: float,
+                 multimodal_models: frozenset[str] = frozenset()):
         self._client = client
         self.addresses = addresses
+        self._multimodal = multimodal_models
         self._timeout = timeout
         self._interval = interval
         self._live: dict[str, _Status] = {}
@@ -51,6 +53,10 @@ class StaticWorkers:
         self._start()
         with self._lock:
             return model in self._known_models
+
+    def is_multimodal(self, model: str) -> bool:
+        """Whether MULTIMODAL_MODELS lists `model`: a worker's status does not say whether it takes images."""
+        return model in self._multimodal
 
     def get_worker_address(self, model: str) -> str:
         """The live worker for `model` with the shortest queue. Raises UpstreamError(unavailable) if none."""

@@ -15,6 +15,9 @@ class WorkerSource(Protocol):
     def has_model(self, model: str) -> bool:
         """Whether `model` is served (a model whose workers are down for now still counts: 503, not 404)."""
 
+    def is_multimodal(self, model: str) -> bool:
+        """Whether `model`'s workers take images (they registered as multimodal, or the operator says so)."""
+
     def get_worker_address(self, model: str) -> str:
         """The address of a worker for `model`. Raises UpstreamError(unavailable) when there is none now."""
 

@@ -28,3 +28,46 @@ def test_every_template_renders_exactly_as_fastchat_does(oracle):
             if got != expected:
                 mismatches.append(f"{name} / {case}:\n  ours:     {got!r}\n  fastchat: {expected!r}")
     assert not mismatches, "\n".join(mismatches)
+
+
+# fschat 0.2.36 renders (text, images) messages only in ADD_COLON_TWO (docs/fastchat-protocol.md §9): every
+# registered template of that style, with two image turns, as FastChat's get_prompt renders them. The texts carry
+# HEAD's "<image>\n" prefixes, which our build_prompt adds.
+IMAGE_SCRIPT = r'''
+import dataclasses, json
+from fastchat.conversation import SeparatorStyle, conv_templates, get_conv_template
+out = []
+for name, template in conv_templates.items():
+    if template.sep_style != SeparatorStyle.ADD_COLON_TWO:
+        continue
+    conv = get_conv_template(name)
+    wire = json.loads(json.dumps(dataclasses.asdict(conv)))
+    wire["sep_style"] = int(conv.sep_style)
+    conv.append_message(conv.roles[0], ("<image>\n<image>\nWhat is this?", ["a", "b"]))
+    conv.append_message(conv.roles[1], "A cat.")
+    conv.append_message(conv.roles[0], ("<image>\nAnd this?", ["c"]))
+    conv.append_message(conv.roles[1], None)
+    out.append({"name": name, "wire": wire, "prompt": conv.get_prompt()})
+print(json.dumps(out))
+'''
+
+
+def test_image_messages_render_exactly_as_fastchat_does(fastchat_venv):
+    import json
+    import subprocess
+
+    from app.images.parts import Image
+
+    result = subprocess.run([str(fastchat_venv / "bin" / "python"), "-c", IMAGE_SCRIPT], capture_output=True,
+                            text=True, timeout=120, check=False)
+    assert result.returncode == 0, result.stderr[-2000:]
+    cases = json.loads(result.stdout)
+    assert "vicuna_v1.1" in {case["name"] for case in cases}
+    image = Image("image/png", b"x")
+    messages = [{"role": "user", "content": "What is this?", "images": [image, image]},
+                {"role": "assistant", "content": "A cat."},
+                {"role": "user", "content": "And this?", "images": [image]}]
+    mismatches = [f"{case['name']}: ours {build_prompt(Template.from_wire(case['wire']), messages)!r}, fastchat "
+                  f"{case['prompt']!r}" for case in cases
+                  if build_prompt(Template.from_wire(case["wire"]), messages) != case["prompt"]]
+    assert not mismatches, "\n".join(mismatches)

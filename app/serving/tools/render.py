@@ -54,22 +54,26 @@ def _history(fmt: ToolFormat, messages: list[dict]) -> tuple[list[dict], list[in
             _add_user(rendered, fmt.result_turn(results), merge=True)
             results = []
         elif role == "user":
-            _add_user(rendered, message["content"], merge=bool(rendered) and rendered[-1].get("results", False))
+            _add_user(rendered, message["content"], merge=bool(rendered) and rendered[-1].get("results", False),
+                      images=message.get("images") or [])
             users.append(len(rendered) - 1)
         elif role == "assistant" and message.get("tool_calls"):
             rendered.append({"role": "assistant", "content": fmt.call_echo(message.get("content"),
                                                                            message["tool_calls"])})
         else:
             rendered.append({"role": role, "content": message.get("content") or ""})
-    return [{"role": m["role"], "content": m["content"]} for m in rendered], users
+    # A user turn keeps the images of the user messages merged into it (app.serving.prompt places them).
+    return [{"role": m["role"], "content": m["content"], **({"images": m["images"]} if m.get("images") else {})}
+            for m in rendered], users
 
 
-def _add_user(rendered: list[dict], text: str, merge: bool) -> None:
+def _add_user(rendered: list[dict], text: str, merge: bool, images: list | None = None) -> None:
     if merge and rendered and rendered[-1]["role"] == "user":
         rendered[-1]["content"] += "\n\n" + text
         rendered[-1]["results"] = True
+        rendered[-1]["images"] = [*rendered[-1].get("images", ()), *(images or ())]
     else:
-        rendered.append({"role": "user", "content": text, "results": merge})
+        rendered.append({"role": "user", "content": text, "results": merge, "images": list(images or ())})
 
 
 def _offer(fmt: ToolFormat, rendered: list[dict], users: list[int], block: str, instruction: str,

@@ -19,6 +19,7 @@ import openai
 import pytest
 import requests
 from PIL import Image
+from PIL.PngImagePlugin import PngInfo
 
 from harness.fastchat import wait_registered
 from harness.gateway import Gateway
@@ -45,6 +46,15 @@ def noisy_png(size=48) -> bytes:
     noise = random.Random(14).randbytes(size * size * 3)
     out = io.BytesIO()
     Image.frombytes("RGB", (size, size), noise).save(out, format="PNG")
+    return out.getvalue()
+
+
+def padded_png(size: int) -> bytes:
+    """A 10x10 PNG of about `size` bytes: the rest is an uncompressed text chunk of noise."""
+    info = PngInfo()
+    info.add_text("pad", random.Random(size).randbytes(max(0, size - 93) // 2).hex())
+    out = io.BytesIO()
+    Image.new("RGB", (10, 10), (1, 2, 3)).save(out, format="PNG", pnginfo=info)
     return out.getvalue()
 
 
@@ -269,21 +279,22 @@ def test_the_logs_hold_no_image_data(client, sims, gateway):
 
 # -- fetching http URLs ---------------------------------------------------------------------------------------------
 class ImageServer:
-    """A local http.server: /red.png answers the PNG, /redirect a 302 to it; ``paths`` records every GET."""
+    """A local http.server: each path of `files` answers its PNG, /redirect a 302 to /red.png; ``paths`` records
+    every GET."""
 
-    def __init__(self) -> None:
+    def __init__(self, files: dict[str, bytes]) -> None:
         self.paths: list[str] = []
         owner = self
 
         class Handler(http.server.BaseHTTPRequestHandler):
             def do_GET(self):
                 owner.paths.append(self.path)
-                if self.path == "/red.png":
+                if self.path in files:
                     self.send_response(200)
                     self.send_header("Content-Type", "image/png")
-                    self.send_header("Content-Length", str(len(RED)))
+                    self.send_header("Content-Length", str(len(files[self.path])))
                     self.end_headers()
-                    self.wfile.write(RED)
+                    self.wfile.write(files[self.path])
                 elif self.path == "/redirect":
                     self.send_response(302)
                     self.send_header("Location", "/red.png")
@@ -309,7 +320,7 @@ class ImageServer:
 
 @pytest.fixture(scope="module")
 def image_server():
-    server = ImageServer()
+    server = ImageServer({"/red.png": RED, "/padded.png": padded_png(3600)})
     try:
         yield server
     finally:
@@ -370,3 +381,49 @@ def test_a_host_not_allowed_is_never_asked(fetching, sims, image_server):
     assert error.code == "invalid_image_url" and "localhost" in error.message
     assert image_server.paths == []
     assert requests.get(url, timeout=5).content == RED  # the server itself would have answered
+
+
+# -- limits ---------------------------------------------------------------------------------------------------------
+LIMITS = {"MAX_REQUEST_BODY_BYTES": "20000", "IMAGE_MAX_BYTES": "4000", "IMAGE_MAX_COUNT": "2",
+          "IMAGE_MAX_PIXELS": "1000"}
+
+
+@pytest.fixture(scope="module")
+def limited(workers, run_dir):
+    """A gateway with small image and body limits, fetching from 127.0.0.1."""
+    gateway = Gateway(run_dir, name="gateway-images-limits", API_KEYS=KEY, MULTIMODAL_MODELS=",".join(VISION),
+                      WORKER_ADDRESSES=",".join(worker.address for worker in workers.values()),
+                      IMAGE_FETCH_HOSTS="127.0.0.1", IMAGE_FETCH_ALLOW_PRIVATE="true", **LIMITS)
+    try:
+        with openai.OpenAI(base_url=f"{gateway.url}/v1", api_key=KEY, max_retries=0, timeout=30) as sdk:
+            yield sdk
+    finally:
+        gateway.stop()
+
+
+@pytest.mark.parametrize("content, param, code", [
+    ([image_part(data_url(padded_png(5000))), text_part(QUESTION)], "messages[1].content[0]", "image_too_large"),
+    ([text_part(QUESTION), image_part(data_url(png(size=(40, 30))))], "messages[1].content[1]", "image_too_large"),
+    ([image_part(data_url(RED)), image_part(data_url(BLUE)), image_part(data_url(RED))], "messages[1].content[2]",
+     "too_many_images"),
+])
+def test_images_over_the_limits_are_400s(limited, sims, content, param, code):
+    error = assert_refused(limited, VICUNA, content, param)
+    assert error.code == code, error.body
+    assert all(worker.payloads() == [] for worker in sims.values())
+
+
+def test_image_bytes_count_toward_the_body_limit(limited, sims, image_server):
+    # Inline: the body itself is over MAX_REQUEST_BODY_BYTES (each image is within IMAGE_MAX_BYTES).
+    with pytest.raises(openai.APIStatusError) as raised:
+        limited.chat.completions.create(model=VICUNA, messages=[{"role": "user", "content": [
+            text_part(QUESTION), image_part(data_url(padded_png(3900))), image_part(data_url(padded_png(3901))),
+            text_part("x" * 12000)]}])
+    assert raised.value.status_code == 413 and raised.value.type == "invalid_request_error"
+    # Fetched: 3,600 bytes is within IMAGE_MAX_BYTES, but not within what the body leaves of the limit.
+    fetched = [text_part(QUESTION), image_part(f"{image_server.url}/padded.png")]
+    reply = limited.chat.completions.create(model=VICUNA, messages=[{"role": "user", "content": fetched}])
+    assert reply.choices[0].message.content == description(padded_png(3600))
+    error = assert_refused(limited, VICUNA, [*fetched, text_part("y" * 17000)], "messages[1].content[1]")
+    assert error.code == "image_too_large" and "MAX_REQUEST_BODY_BYTES" in error.message
+    assert [payload["images"] for payload in sims[VICUNA].payloads()] == [[b64(padded_png(3600)).decode()]]

@@ -162,9 +162,12 @@ def model(request):
 
 # -- what the workers receive ---------------------------------------------------------------------------------------
 def test_the_controller_lists_the_vision_workers_as_multimodal(fastchat_controller, workers):
-    listed = fastchat_controller.post("/list_multimodal_models").json()["models"]
-    assert set(VISION) <= set(listed) and PLAIN not in listed
-    assert PLAIN in fastchat_controller.post("/list_language_models").json()["models"]
+    for refreshed in (False, True):  # /refresh_all_workers (GET /v1/models asks for it) keeps the flag
+        if refreshed:
+            fastchat_controller.post("/refresh_all_workers").raise_for_status()
+        listed = fastchat_controller.post("/list_multimodal_models").json()["models"]
+        assert set(VISION) <= set(listed) and PLAIN not in listed
+        assert PLAIN in fastchat_controller.post("/list_language_models").json()["models"]
 
 
 def test_an_image_data_url_reaches_the_worker_as_base64_with_its_placeholders(client, sims, model):

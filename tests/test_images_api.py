@@ -6,9 +6,9 @@ import logging
 import pytest
 from responses import matchers
 
-from tests.fakes import CONTROLLER, MODEL, VICUNA, WORKER, text_frames
-from tests.test_prompt import QWEN
+from tests.fakes import MODEL, VICUNA, text_frames
 from tests.image_samples import b64, data_url, image_bytes, image_part
+from tests.test_prompt import QWEN
 
 CHAT = "/v1/chat/completions"
 SYSTEM = VICUNA["system_message"]

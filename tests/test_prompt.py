@@ -441,7 +441,6 @@ IMAGE_MESSAGES = [{"role": "user", "content": "U1", "images": [_Image("messages[
                       "R0: $$<image>$$<image>\nU2<S1>R1:"),
     ("CHATML", "[SYS]<S1>\nR0\n$$<image>$$$$<image>$$<image>\n<image>\nU1<S1>\nR1\nA1<S1>\n"
                "R0\n$$<image>$$<image>\nU2<S1>\nR1\n"),
-    ("CLLM", "[SYS]<S1>R0: $$<image>$$<image>\nU2<S1>R1:"),
     ("DEFAULT", "[SYS]\nR0: <image>\n<image>\nU1\nR1: A1\nR0: <image>\nU2\nR1:"),
 ])
 def test_image_messages_render_as_fastchat_head_renders_them(style, expected):
@@ -467,3 +466,13 @@ def test_messages_without_images_render_as_before_in_every_style():
         plain = [{k: v for k, v in m.items() if k != "images"} for m in IMAGE_MESSAGES]
         assert build_prompt(head_template(style), plain) == \
             render(head_template(style), None, [(0, "U1"), (1, "A1"), (0, "U2")])
+
+
+def test_cllm_places_the_images_of_the_last_message_and_refuses_earlier_ones():
+    from app.errors import ApiError
+
+    assert build_prompt(head_template("CLLM"), IMAGE_MESSAGES[1:]) == "[SYS]<S1>R0: $$<image>$$<image>\nU2<S1>R1:"
+    with pytest.raises(ApiError) as caught:
+        build_prompt(head_template("CLLM"), IMAGE_MESSAGES)
+    assert caught.value.param == "messages[0].content[1]"
+    assert "renders only the last message" in caught.value.message

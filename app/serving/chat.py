@@ -128,6 +128,7 @@ def _retry_payload(payload: dict, retry: int, n: int) -> dict:
 def stream_chat_completion(params: dict, cluster: Cluster) -> Iterator[dict]:
     """Open the worker streams now (so failures get a status) and return the generator of chunks."""
     params = vision.with_images_ready(params, cluster)
+
     def attempt(address: str) -> tuple[PreparedChat, list[WorkerStream]]:
         prepared = prepare_chat(params, cluster, address)
         return prepared, cluster.open_streams(address, choice_payloads(prepared.payload, params["n"]))

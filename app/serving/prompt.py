@@ -367,6 +367,16 @@ def _placed(template: Template, message: str | ImageTurn | None) -> str | None:
         f"and DEFAULT templates.")
 
 
+def _check_cllm_keeps_the_images(template: Template, turns: list) -> None:
+    # CLLM renders only the last message: the images of earlier ones would be sent with no place in the prompt.
+    dropped = next((text[1] for _, text in turns[:-1] if isinstance(text, tuple)), None)
+    if dropped:
+        raise unsupported_parameter(
+            getattr(dropped[0], "param", None) or "messages",
+            f"The conversation template {template.name!r} renders only the last message (its sep_style is CLLM), "
+            f"so images in earlier messages cannot be placed.")
+
+
 # --- public rendering API -------------------------------------------------------------------------------------
 
 def render(template: Template, system_message: str | None, turns: list[tuple[int, str | ImageTurn]]) -> str:
@@ -378,6 +388,8 @@ def render(template: Template, system_message: str | None, turns: list[tuple[int
     assistant slot (roles[1], None) with FastChat's get_prompt rules for template.sep_style (§6.3).
     """
     system = template.system_message if system_message is None else system_message
+    if template.sep_style == "CLLM":
+        _check_cllm_keeps_the_images(template, turns)
     msgs: Msgs = list(template.messages)
     for role_index, text in turns:
         if role_index not in (0, 1):

@@ -360,3 +360,29 @@ def test_the_published_schema_check_is_not_vacuous(published):
         assert_valid(published, "ResponseStreamEvent", {"type": "response.output_text.delta", "delta": 3})
     with pytest.raises((AssertionError, ValidationError)):
         assert_valid(published, "Response", {"id": "resp_1", "object": "response"})
+
+
+def test_closing_the_events_closes_the_chat_chunks():
+    """What app.streaming does when the client leaves: the chat chunks (so the worker stream) are closed, whether
+    or not a chat chunk was read yet."""
+    from app.schemas.responses_api import CreateResponseRequestSchema
+    from app.serving.responses_api.events import ResponseEvents
+
+    params = CreateResponseRequestSchema().load({"model": MODEL, "input": "Hi", "stream": True})
+
+    class Chunks:
+        closed = False
+
+        def __iter__(self):
+            yield {"choices": [{"index": 0, "delta": {"content": "a"}, "finish_reason": None}]}
+            yield {"choices": [{"index": 0, "delta": {"content": "b"}, "finish_reason": None}]}
+
+        def close(self):
+            self.closed = True
+
+    for read in (1, 5):  # before the first chunk (created, in_progress), and in the middle of the text
+        chunks = Chunks()
+        events = ResponseEvents(params, chunks)
+        taken = [event["type"] for _, event in zip(range(read), events)]
+        events.close()
+        assert chunks.closed and list(events) == [] and len(taken) == read

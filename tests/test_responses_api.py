@@ -386,3 +386,12 @@ def test_closing_the_events_closes_the_chat_chunks():
         taken = [event["type"] for _, event in zip(range(read), events)]
         events.close()
         assert chunks.closed and list(events) == [] and len(taken) == read
+
+
+def test_request_bodies_can_be_logged(config, cluster):
+    """LOG_REQUEST_BODIES logs the loaded params as JSON: the translated request and its origins are plain data."""
+    from app import create_app
+    client = create_app({**config, "LOG_REQUEST_BODIES": True}, environ={}).test_client()
+    cluster.chat_ready()
+    cluster.generates("Hi")
+    assert post(client, instructions="x", input=[{"role": "user", "content": "q"}]).status_code == 200

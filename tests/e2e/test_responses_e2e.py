@@ -13,7 +13,8 @@ import requests
 
 from harness.gateway import Gateway
 from harness.simworkers import SimulatedWorker
-from tests.test_responses_api import named_events
+from tests.published_spec import needs_spec
+from tests.test_responses_api import assert_published, assert_stream_published, named_events, published  # noqa: F401
 
 KEY = "sk-responses"
 TOOLS_MODEL, PLAIN_MODEL = "sim-hermes", "sim-vicuna"
@@ -215,3 +216,18 @@ def test_stored_responses_are_not_found(client):
         client.responses.retrieve("resp_123")
     with pytest.raises(openai.NotFoundError):
         client.responses.delete("resp_123")
+
+
+# --- OpenAI's published schemas ------------------------------------------------------------------------------------
+
+@needs_spec
+def test_real_bodies_are_valid_against_the_published_schemas(gateway, published):
+    """A whole text reply, a whole function-call reply and their streams, from gunicorn, against Response and
+    ResponseStreamEvent (the quirks relaxed are listed in tests/test_responses_api.py's assert_published)."""
+    headers = {"Authorization": f"Bearer {KEY}"}
+    for body in ({"model": PLAIN_MODEL, "input": "Hi", "max_output_tokens": 3},
+                 {"model": TOOLS_MODEL, "input": QUESTION, "tools": TOOLS}):
+        whole = requests.post(f"{gateway.url}/v1/responses", headers=headers, json=body, timeout=30)
+        assert whole.status_code == 200, whole.text
+        assert_published(published, "Response", whole.json())
+        assert_stream_published(published, raw_stream(gateway, **body))

@@ -215,7 +215,7 @@ def _nested_schemas(schema: type[Schema]) -> list[type[Schema]]:
             declared = declared.inner
         if isinstance(declared, fields.Nested) and isinstance(declared.nested, type):
             found.append(declared.nested)
-        elif isinstance(declared, responses.Union):
+        elif isinstance(declared, responses.BodyUnion):
             found.extend(declared.schemas)
     return found
 

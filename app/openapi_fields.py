@@ -9,7 +9,7 @@ from app.schemas.chat import ROLES, ChatCompletionRequestSchema, MessageContent,
 from app.schemas.completions import MAX_PROMPTS, CompletionRequestSchema, Prompts
 from app.schemas.embeddings import EmbeddingInputs, EmbeddingRequestSchema
 from app.schemas.fields import StringOrList
-from app.schemas.responses import Union
+from app.schemas.responses import BodyUnion
 from app.schemas.responses_api import (INCLUDE_WITHOUT_EFFECT, MAX_METADATA, REASONING_EFFORTS_WITHOUT_EFFECT,
                                        CreateResponseRequestSchema, ReasoningSchema, ResponseInput,
                                        ResponseTextFormat, ResponseToolChoice, ResponseTools, TextSchema)
@@ -288,7 +288,18 @@ def _union_branches(converter, field: fields.Field) -> list[dict] | None:
                 {"type": "object", "required": ["type", "json_schema"], "properties": {
                     "type": {"type": "string", "enum": ["json_schema"]},
                     "json_schema": converter.resolve_nested_schema(JsonSchemaFormat)}}]
-    if isinstance(field, Union):
+    if isinstance(field, EmbeddingInputs):
+        return [{"type": "string", "minLength": 1},
+                {"type": "array", "items": {"type": "string", "minLength": 1}, "minItems": 1, "maxItems": MAX_PROMPTS},
+                {"type": "array", "items": TOKEN_ID, "minItems": 1, "description": "One input as token ids."},
+                {"type": "array", "items": {"type": "array", "items": TOKEN_ID, "minItems": 1}, "minItems": 1,
+                 "maxItems": MAX_PROMPTS}]
+    return _responses_branches(converter, field)
+
+
+def _responses_branches(converter, field: fields.Field) -> list[dict] | None:
+    """The Responses API's union fields: its request's custom fields and the response bodies' BodyUnion."""
+    if isinstance(field, BodyUnion):
         strings = [{"type": "string", "enum": list(field.strings)}] if field.strings else []
         return strings + [converter.resolve_nested_schema(schema) for schema in field.schemas]
     if isinstance(field, ResponseInput):
@@ -310,12 +321,6 @@ def _union_branches(converter, field: fields.Field) -> list[dict] | None:
                                                                 "bounded as tool parameters are."},
                     "strict": {"type": "boolean", "nullable": True,
                                "description": "Accepted; the reply is validated, not constrained."}}}]
-    if isinstance(field, EmbeddingInputs):
-        return [{"type": "string", "minLength": 1},
-                {"type": "array", "items": {"type": "string", "minLength": 1}, "minItems": 1, "maxItems": MAX_PROMPTS},
-                {"type": "array", "items": TOKEN_ID, "minItems": 1, "description": "One input as token ids."},
-                {"type": "array", "items": {"type": "array", "items": TOKEN_ID, "minItems": 1}, "minItems": 1,
-                 "maxItems": MAX_PROMPTS}]
     return None
 
 

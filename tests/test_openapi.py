@@ -528,7 +528,7 @@ def test_the_controller_unreachable_on_a_listing(client, cluster, upstream, spec
     assert_response_conforms(spec, "/v1/models", "get", response)
 
 
-# --- the Responses API -------------------------------------------------------------------------------------------------
+# --- the Responses API ------------------------------------------------------------------------------------------
 
 def assert_named_events_conform(spec: dict, response) -> list:
     """Every named event of a streamed response conforms to the documented event schemas; returns the events."""

@@ -205,6 +205,8 @@ class TestChatRulesUnderResponsesNames:
                     {"type": "function_call_output", "call_id": "call_1", "output": None}]}, "input[2].output"),
         ({"input": [{"role": "user", "content": None}]}, "input[0].content"),
         ({"input": [{"role": "user", "content": "q"}] * 9}, "input"),
+        ({"input": [{"role": "user", "content": "q"}] + [{**CALL, "call_id": f"c{i}"} for i in range(129)]},
+         "input[129]"),
     ])
     def test_the_param_is_the_responses_field(self, body, param):
         error = refused(**body)
@@ -233,7 +235,7 @@ class TestResponsesParam:
         ("messages[2].tool_calls[1].function.name", "input[2].name"),
         ("messages[2].tool_calls[0].id", "input[1].call_id"),
         ("messages[3].tool_call_id", "input[3].call_id"), ("messages[3].content", "input[3].output"),
-        ("messages[9].content", "messages[9].content"),
+        ("messages[2].tool_calls", "input[2]"), ("messages[9].content", "messages[9].content"),
     ])
     def test_mapping(self, chat, responses):
         assert responses_param(chat, self.ORIGINS) == responses

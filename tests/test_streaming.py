@@ -93,7 +93,8 @@ def test_named_events_have_an_event_line_and_no_done():
 
 
 def test_a_named_event_stream_ends_a_failure_with_its_sources_events_and_is_closed():
-    source = NamedSource([{"type": "response.created"}], fail_with=UpstreamError("worker_error", "boom", error_code=50001))
+    source = NamedSource([{"type": "response.created"}],
+                         fail_with=UpstreamError("worker_error", "boom", error_code=50001))
     events = decode(EventStream(generator_over(source), framing=NamedEvents(source)))
     assert [event.split("\n")[0] for event in events] == ["event: response.created", "event: response.failed",
                                                           "event: error"]

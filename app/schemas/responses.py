@@ -359,7 +359,7 @@ class ErrorSchema(Schema):
 ITEM_STATUSES = ("in_progress", "completed", "incomplete")
 
 
-class Union(fields.Field):
+class BodyUnion(fields.Field):
     """One of several bodies, told apart by their `type` field, or one of `strings` (the OpenAPI document says
     oneOf)."""
 
@@ -450,7 +450,7 @@ class ResponseJsonSchemaFormatSchema(Schema):
 class ResponseTextSchema(Schema):
     """The request's text settings, echoed."""
 
-    format = Union(ResponseTextFormatSchema, ResponseJsonSchemaFormatSchema, required=True, metadata={
+    format = BodyUnion(ResponseTextFormatSchema, ResponseJsonSchemaFormatSchema, required=True, metadata={
         "description": "The reply's format (JSON mode)."})
 
 
@@ -510,7 +510,7 @@ class ResponseSchema(Schema):
     max_output_tokens = _int(allow_none=True)
     max_tool_calls = _int(allow_none=True)
     model = _str()
-    output = fields.List(Union(*OUTPUT_ITEMS), required=True, metadata={
+    output = fields.List(BodyUnion(*OUTPUT_ITEMS), required=True, metadata={
         "description": "A message with the reply's text (if any), then a function_call per call."})
     parallel_tool_calls = fields.Boolean(required=True)
     previous_response_id = _fixed(None, _str("Always null.", allow_none=True))
@@ -518,7 +518,7 @@ class ResponseSchema(Schema):
     store = _fixed(False, fields.Boolean(required=True, metadata={"description": "Always false."}))
     temperature = fields.Float(required=True)
     text = fields.Nested(ResponseTextSchema, required=True)
-    tool_choice = Union(ResponseToolChoiceFunctionSchema, strings=("none", "auto", "required"), required=True)
+    tool_choice = BodyUnion(ResponseToolChoiceFunctionSchema, strings=("none", "auto", "required"), required=True)
     tools = fields.List(fields.Nested(ResponseFunctionToolSchema), required=True)
     top_logprobs = _fixed(0, _int("Always 0."))
     top_p = fields.Float(required=True)
@@ -574,14 +574,14 @@ class ResponseFailedEventSchema(Schema):
 class ResponseOutputItemAddedEventSchema(Schema):
     type = _const("response.output_item.added")
     output_index = _int(validate=validate.Range(min=0))
-    item = Union(*OUTPUT_ITEMS, required=True)
+    item = BodyUnion(*OUTPUT_ITEMS, required=True)
     sequence_number = _sequence_number()
 
 
 class ResponseOutputItemDoneEventSchema(Schema):
     type = _const("response.output_item.done")
     output_index = _int(validate=validate.Range(min=0))
-    item = Union(*OUTPUT_ITEMS, required=True)
+    item = BodyUnion(*OUTPUT_ITEMS, required=True)
     sequence_number = _sequence_number()
 
 

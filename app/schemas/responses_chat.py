@@ -165,6 +165,8 @@ def responses_param(param: str | None, origins: list[dict]) -> str | None:
     source, rest = origins[int(message[1])], message[2]
     if rest == ".content" or rest.startswith(".content["):
         return source["content"] + rest[len(".content"):]
+    if rest == ".tool_calls" and source["calls"]:  # the list as a whole (too many calls): its last item
+        return source["calls"][-1]
     call = _CALL.fullmatch(rest)
     if call and int(call[1]) < len(source["calls"]):
         return source["calls"][int(call[1])] + _CALL_FIELDS.get(call[2], call[2])

@@ -159,8 +159,9 @@ def test_a_function_call_round_trip(client, stream):
     calls = function_calls(first)
     assert_the_two_calls(calls)
     # The calls go back as they came (SDK objects dumped), each followed by its output.
-    follow_up = [{"role": "user", "content": QUESTION}] + [item.model_dump(exclude_none=True) for item in first.output] \
-        + [{"type": "function_call_output", "call_id": call.call_id, "output": RESULTS[call.name]} for call in calls]
+    follow_up = [{"role": "user", "content": QUESTION}, *(item.model_dump(exclude_none=True) for item in first.output),
+                 *({"type": "function_call_output", "call_id": call.call_id, "output": RESULTS[call.name]}
+                   for call in calls)]
     if stream:
         with client.responses.stream(model=TOOLS_MODEL, input=follow_up, tools=TOOLS) as events:
             final = events.get_final_response()

@@ -63,7 +63,8 @@ OPERATIONS = operations_of(create_app({"CONTROLLER_ADDRESS": "http://127.0.0.1:9
 FUZZED = [(f"{op.method.upper()} {openapi_path(op.rule)}", bool(op.view.request or "<" in op.rule or not op.public))
           for op in OPERATIONS]
 # The operations streaming the Responses API's named events (their ViewDoc lists the event components).
-NAMED_EVENTS = {f"{op.method.upper()} {openapi_path(op.rule)}" for op in OPERATIONS if isinstance(op.view.stream, tuple)}
+NAMED_EVENTS = {f"{op.method.upper()} {openapi_path(op.rule)}" for op in OPERATIONS
+                if isinstance(op.view.stream, tuple)}
 LAST_NAMED_EVENTS = ("response.completed", "response.incomplete", "error")
 PARAMS = [pytest.param(label, GenerationMode.POSITIVE, id=f"{label}-positive") for label, _ in FUZZED] + \
          [pytest.param(label, GenerationMode.NEGATIVE, id=f"{label}-negative") for label, neg in FUZZED if neg]

@@ -11,8 +11,8 @@ from app.schemas.embeddings import EmbeddingInputs, EmbeddingRequestSchema
 from app.schemas.fields import StringOrList
 from app.schemas.responses import BodyUnion
 from app.schemas.responses_api import (INCLUDE_WITHOUT_EFFECT, MAX_METADATA, REASONING_EFFORTS_WITHOUT_EFFECT,
-                                       CreateResponseRequestSchema, ReasoningSchema, ResponseInput,
-                                       ResponseTextFormat, ResponseToolChoice, ResponseTools, TextSchema)
+                                       CreateResponseRequestSchema, ResponseReasoningOptionsSchema, ResponseInput,
+                                       ResponseTextFormat, ResponseToolChoice, ResponseTools, ResponseTextOptionsSchema)
 from app.schemas.sampling import SamplingRequestSchema
 from app.schemas.tools import (CHOICES, MAX_SCHEMA_CHARS, MAX_SCHEMA_DEPTH, MAX_TOOLS, FunctionSchema,
                                JsonSchemaFormat, ResponseFormat, ToolChoice, Tools, ToolSchema)
@@ -209,11 +209,11 @@ FIELD_DOCS: dict[tuple[type[Schema], str], dict] = {
     (CreateResponseRequestSchema, "background"): {"type": "boolean", "enum": [False, None], "nullable": True,
                                                   "description": "Only false: nothing runs in the background."},
     (CreateResponseRequestSchema, "context_management"): _falsy("Compaction is not supported."),
-    (TextSchema, "verbosity"): {"enum": ["medium", None], "description": "Only the default."},
-    (ReasoningSchema, "effort"): {"enum": [*REASONING_EFFORTS_WITHOUT_EFFECT, None],
+    (ResponseTextOptionsSchema, "verbosity"): {"enum": ["medium", None], "description": "Only the default."},
+    (ResponseReasoningOptionsSchema, "effort"): {"enum": [*REASONING_EFFORTS_WITHOUT_EFFECT, None],
                                   "description": "FastChat workers do not reason on request."},
-    (ReasoningSchema, "summary"): _null_only("Reasoning summaries are not supported."),
-    (ReasoningSchema, "generate_summary"): _null_only("Reasoning summaries are not supported."),
+    (ResponseReasoningOptionsSchema, "summary"): _null_only("Reasoning summaries are not supported."),
+    (ResponseReasoningOptionsSchema, "generate_summary"): _null_only("Reasoning summaries are not supported."),
     (EmbeddingRequestSchema, "model"): {"description": "Required here unless the path names the model."},
     (EmbeddingRequestSchema, "input"): {"description": "A string, strings, token ids or token-id lists, nothing "
                                         "empty (token ids are decoded with tiktoken)."},

@@ -12,7 +12,7 @@ from __future__ import annotations
 from marshmallow import Schema, ValidationError, fields, post_load, validate
 
 from app.schemas.chat import ChatCompletionRequestSchema
-from app.schemas.fields import InRange, RequestSchema, UnsupportedMessage, accept_only, strict_boolean
+from app.schemas.fields import InRange, RangeMessage, RequestSchema, UnsupportedMessage, accept_only, strict_boolean
 from app.schemas.responses_chat import input_messages, origin, responses_messages
 from app.schemas.sampling import SamplingRequestSchema
 from app.schemas.tools import CHOICES
@@ -32,6 +32,11 @@ MAX_METADATA = 16
 def _never(message: str) -> fields.Raw:
     """A field accepted only when absent or null."""
     return fields.Raw(allow_none=True, validate=accept_only(lambda value: False, message))
+
+
+def _at_most_pairs(metadata: dict) -> None:
+    if len(metadata) > MAX_METADATA:
+        raise ValidationError(RangeMessage(f"At most {MAX_METADATA} metadata pairs are allowed."))
 
 
 class ResponseInput(fields.Field):
@@ -93,13 +98,13 @@ class ResponseTextFormat(fields.Field):
         return {"type": kind, "json_schema": {key: item for key, item in value.items() if key != "type"}}
 
 
-class TextSchema(RequestSchema):
+class ResponseTextOptionsSchema(RequestSchema):
     format = ResponseTextFormat(allow_none=True)
     verbosity = fields.String(allow_none=True, validate=accept_only(
         lambda value: value == "medium", "Only the default verbosity (medium) is supported."))
 
 
-class ReasoningSchema(RequestSchema):
+class ResponseReasoningOptionsSchema(RequestSchema):
     effort = fields.String(allow_none=True, validate=accept_only(
         lambda value: value in REASONING_EFFORTS_WITHOUT_EFFECT,
         "Reasoning effort is not supported: FastChat workers do not reason on request (null or none only)."))
@@ -107,7 +112,7 @@ class ReasoningSchema(RequestSchema):
     generate_summary = _never("Reasoning summaries are not supported.")
 
 
-class StreamOptionsSchema(RequestSchema):
+class ResponseStreamOptionsSchema(RequestSchema):
     include_obfuscation = strict_boolean(allow_none=True)  # accepted; the events carry no obfuscation field
 
 
@@ -124,13 +129,13 @@ class CreateResponseRequestSchema(RequestSchema):
     temperature = SamplingRequestSchema._declared_fields["temperature"]
     top_p = SamplingRequestSchema._declared_fields["top_p"]
     max_output_tokens = fields.Integer(strict=True, allow_none=True, validate=InRange(min=1))
-    text = fields.Nested(TextSchema, allow_none=True)
+    text = fields.Nested(ResponseTextOptionsSchema, allow_none=True)
     stream = strict_boolean(allow_none=True)
-    stream_options = fields.Nested(StreamOptionsSchema, allow_none=True)
+    stream_options = fields.Nested(ResponseStreamOptionsSchema, allow_none=True)
     user = fields.String(allow_none=True)
     metadata = fields.Dict(keys=fields.String(validate=validate.Length(max=64)),
                            values=fields.String(validate=validate.Length(max=512)), allow_none=True,
-                           validate=validate.Length(max=MAX_METADATA))
+                           validate=_at_most_pairs)
     store = strict_boolean(allow_none=True)  # accepted and treated as false
     max_tool_calls = fields.Integer(strict=True, allow_none=True, validate=InRange(min=0))
     truncation = fields.String(allow_none=True, validate=accept_only(
@@ -141,7 +146,7 @@ class CreateResponseRequestSchema(RequestSchema):
                                   "logprobs)."))
     include = fields.List(fields.String(validate=accept_only(
         lambda value: value in INCLUDE_WITHOUT_EFFECT, "This include value is not supported.")), allow_none=True)
-    reasoning = fields.Nested(ReasoningSchema, allow_none=True)
+    reasoning = fields.Nested(ResponseReasoningOptionsSchema, allow_none=True)
     # Ignored: hints for OpenAI's caching, abuse detection and billing.
     service_tier = fields.String(allow_none=True)
     safety_identifier = fields.String(allow_none=True)

@@ -213,6 +213,13 @@ class TestRefusedAndMissing:
         error = response.get_json()["error"]
         assert "does not store responses" in error["message"] and error["param"] == "response_id"
 
+    def test_with_fastchat_statuses_a_stored_response_is_a_400_as_the_document_says(self, config):
+        from app import create_app
+        from app.openapi import build_spec
+        app = create_app({**config, "ERROR_STATUS_MODE": "fastchat"}, environ={})
+        assert app.test_client().get("/v1/responses/resp_1").status_code == 400
+        assert set(build_spec(app)["paths"]["/v1/responses/{response_id}"]["get"]["responses"]) == {"400", "401"}
+
 
 # --- streamed replies ------------------------------------------------------------------------------------------------
 

@@ -65,4 +65,4 @@ def cancel_response(response_id: str):
 def _not_stored(response_id: str) -> ApiError:
     return ApiError(404, f"Response with id '{response_id}' not found: this server does not store responses "
                     "(store is treated as false), so none can be retrieved, listed, deleted or cancelled.",
-                    param="response_id", keep_status=True)
+                    param="response_id")

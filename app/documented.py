@@ -28,8 +28,10 @@ class OtherRule:
 @dataclass(frozen=True)
 class ViewDoc:
     """tag: the operation's tag. response: the component of the 200 JSON body, or `content` for other media
-    types. request: the key of the request schema in app.extensions["schemas"]. stream: the component of the
-    chunks sent as server-sent events when the request says `stream: true`. errors: the statuses besides 200, each
+    types (with neither, the operation has no 200: a route that always answers an error). request: the key of
+    the request schema in app.extensions["schemas"]. stream: the component of the chunks sent as server-sent
+    events when the request says `stream: true`, or a tuple of the components of named events (`event: <type>`
+    then `data:`, no [DONE]: the Responses API). errors: the statuses besides 200, each
     documented by its shared response unless error_notes describes it. operation_id: the view's name in camelCase
     unless given. other_rules: by rule as app.url_map spells it."""
 
@@ -37,7 +39,7 @@ class ViewDoc:
     response: str | None = None
     content: Mapping | None = None
     request: str | None = None
-    stream: str | None = None
+    stream: str | tuple[str, ...] | None = None
     errors: tuple[int, ...] = ()
     error_notes: Mapping[int, str] = field(default_factory=dict)
     operation_id: str | None = None

@@ -25,6 +25,7 @@ from app.schemas import responses
 from app.schemas.chat import ChatCompletionRequestSchema, FastChatChatCompletionRequestSchema, MessageSchema
 from app.schemas.completions import CompletionRequestSchema
 from app.schemas.embeddings import EmbeddingRequestSchema
+from app.schemas.responses_api import CreateResponseRequestSchema
 from app.schemas.tokens import TokenCheckItemSchema, TokenCheckRequestSchema
 
 OPENAPI_VERSION = "3.0.3"
@@ -103,6 +104,11 @@ REQUEST_SCHEMAS: dict[str, tuple[str, type[Schema], str]] = {
     "embedding": ("EmbeddingRequest", EmbeddingRequestSchema,
                   "An OpenAI embeddings request. Unknown fields are ignored."),
     "token_check": ("TokenCheckRequest", TokenCheckRequestSchema, "FastChat's token check request."),
+    "responses": ("CreateResponseRequest", CreateResponseRequestSchema,
+                  "A Responses API request, served statelessly as a chat completion: the chat request's rules apply "
+                  "to what it is translated into, and errors name the Responses field. Stateful and hosted "
+                  "features are rejected by name (400 `unsupported_parameter`); unknown fields are ignored; an "
+                  "explicit null means the default."),
 }
 
 TAGS = [
@@ -110,6 +116,7 @@ TAGS = [
     {"name": "chat", "description": "Chat completions."},
     {"name": "completions", "description": "Text completions."},
     {"name": "embeddings", "description": "Embeddings."},
+    {"name": "responses", "description": "The Responses API, stateless (nothing is stored)."},
     {"name": "fastchat", "description": "FastChat's own API extensions."},
     {"name": "probes", "description": "Health, readiness and metrics; no API key."},
     {"name": "meta", "description": "This document."},
@@ -136,7 +143,9 @@ An OpenAI-compatible API for FastChat controller/worker clusters.
 Every error is the `Error` body with the HTTP status of its kind, including routing 404/405 and malformed JSON. \
 Streamed responses (`stream: true`) are server-sent events: one `data: <chunk JSON>` event per chunk, then \
 `data: [DONE]`; a failure after the first event is one `data: <Error JSON>` event, then `data: [DONE]`. \
-The `x-sse-data-schema` of a `text/event-stream` response is the schema of its events' data.
+Streamed responses of POST /v1/responses are the Responses API's named events instead: `event: <type>` and \
+`data: <event JSON>` per event, no [DONE]. The `x-sse-data-schema` of a `text/event-stream` response is the \
+schema of its events' data.
 
 When the server has API keys, every route except /health, /ready, /metrics and /openapi.json needs \
 `Authorization: Bearer <key>`."""
@@ -206,6 +215,8 @@ def _nested_schemas(schema: type[Schema]) -> list[type[Schema]]:
             declared = declared.inner
         if isinstance(declared, fields.Nested) and isinstance(declared.nested, type):
             found.append(declared.nested)
+        elif isinstance(declared, responses.BodyUnion):
+            found.extend(declared.schemas)
     return found
 
 
@@ -235,7 +246,7 @@ def _operation(spec: APISpec, operation: Operation, fastchat_statuses: bool) -> 
             "content": {"application/json": {
                 "schema": spec.components.get_ref("schema", REQUEST_SCHEMAS[view.request][0])}},
         }
-    doc["responses"] = {"200": _success(spec, operation)}
+    doc["responses"] = {"200": _success(spec, operation)} if view.response or view.content else {}
     statuses = set(view.errors)
     if fastchat_statuses and not operation.public:  # ERROR_STATUS_MODE=fastchat: handled errors are all 400
         statuses = {status if status in KEPT_STATUSES else 400 for status in statuses}
@@ -267,7 +278,17 @@ def _success(spec: APISpec, operation: Operation) -> dict:
         return {"description": operation.summary, "content": dict(view.content)}
     content: dict = {"application/json": {"schema": spec.components.get_ref("schema", view.response)}}
     description = f"A {view.response} object."
-    if view.stream:
+    if isinstance(view.stream, tuple):
+        content["text/event-stream"] = {
+            "schema": {"type": "string", "description": (
+                "Server-sent events, each `event: <type>` then `data: <event JSON>`, numbered by sequence_number "
+                "and ending with response.completed or response.incomplete (no [DONE]); a failure after the first "
+                "event ends the stream with response.failed and an `error` event.")},
+            "x-sse-data-schema": {"oneOf": [spec.components.get_ref("schema", name) for name in view.stream]},
+        }
+        description = (f"A {view.response} object (application/json), or with `stream: true` the Responses API's "
+                       "named server-sent events (text/event-stream).")
+    elif view.stream:
         content["text/event-stream"] = {
             "schema": {"type": "string", "description": (
                 f"Server-sent events: `data: <{view.stream} JSON>` per chunk, then `data: [DONE]`; a failure "

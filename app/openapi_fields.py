@@ -9,6 +9,10 @@ from app.schemas.chat import ROLES, ChatCompletionRequestSchema, MessageContent,
 from app.schemas.completions import MAX_PROMPTS, CompletionRequestSchema, Prompts
 from app.schemas.embeddings import EmbeddingInputs, EmbeddingRequestSchema
 from app.schemas.fields import StringOrList
+from app.schemas.responses import BodyUnion
+from app.schemas.responses_api import (INCLUDE_WITHOUT_EFFECT, MAX_METADATA, REASONING_EFFORTS_WITHOUT_EFFECT,
+                                       CreateResponseRequestSchema, ResponseReasoningOptionsSchema, ResponseInput,
+                                       ResponseTextFormat, ResponseToolChoice, ResponseTools, ResponseTextOptionsSchema)
 from app.schemas.sampling import SamplingRequestSchema
 from app.schemas.tools import (CHOICES, MAX_SCHEMA_CHARS, MAX_SCHEMA_DEPTH, MAX_TOOLS, FunctionSchema,
                                JsonSchemaFormat, ResponseFormat, ToolChoice, Tools, ToolSchema)
@@ -43,6 +47,46 @@ MESSAGE_RULES = {"allOf": [
                {"properties": {"content": {"anyOf": [{"not": {"type": "array"}},
                                                      {"type": "array", "items": TEXT_PART}]}}}]},
 ]}
+
+# --- the Responses API's request: its input items, tools, tool_choice and text.format ------------------------------
+
+def _part(kind: str, key: str) -> dict:
+    return {"type": "object", "required": ["type", key],
+            "properties": {"type": {"type": "string", "enum": [kind]}, key: {"type": "string"}}}
+
+
+INPUT_IMAGE = {"type": "object", "required": ["type", "image_url"], "description": "An image by URL (data URLs; "
+               "http(s) only where the server fetches images), as a chat image_url part. file_id is refused.",
+               "properties": {"type": {"type": "string", "enum": ["input_image"]}, "image_url": {"type": "string"},
+                              "detail": {"type": "string"}}}
+CONTENT_PARTS = {"type": "array", "items": {"oneOf": [
+    _part("input_text", "text"), INPUT_IMAGE, _part("output_text", "text"), _part("refusal", "refusal")]}}
+CALL_ID = {"type": "string", "minLength": 1, "maxLength": 256}
+FUNCTION_NAME = {"type": "string", "pattern": "^[a-zA-Z0-9_-]{1,64}$"}
+INPUT_ITEMS = [
+    {"type": "object", "title": "message", "required": ["role", "content"], "properties": {
+        "type": {"type": "string", "enum": ["message"]},
+        "role": {"type": "string", "enum": ["user", "system", "developer", "assistant"]},
+        "content": {"oneOf": [{"type": "string"}, CONTENT_PARTS],
+                    "description": "Text, or parts: input_text, input_image, and (from earlier responses) "
+                                   "output_text and refusal."}}},
+    {"type": "object", "title": "function_call", "required": ["type", "call_id", "name", "arguments"],
+     "description": "A call from an earlier response; consecutive calls make one assistant turn.", "properties": {
+         "type": {"type": "string", "enum": ["function_call"]}, "call_id": CALL_ID, "name": FUNCTION_NAME,
+         "arguments": {"type": "string"}}},
+    {"type": "object", "title": "function_call_output", "required": ["type", "call_id", "output"],
+     "description": "The result of a call of an earlier item.", "properties": {
+         "type": {"type": "string", "enum": ["function_call_output"]}, "call_id": CALL_ID,
+         "output": {"oneOf": [{"type": "string"},
+                              {"type": "array", "items": {"oneOf": [_part("input_text", "text"), INPUT_IMAGE]}}]}}},
+]
+FUNCTION_TOOL = {"type": "object", "required": ["type", "name"], "properties": {
+    "type": {"type": "string", "enum": ["function"]}, "name": FUNCTION_NAME,
+    "description": {"type": "string", "nullable": True},
+    "parameters": {"type": "object", "nullable": True, "description": f"A JSON Schema (Draft 2020-12 unless it "
+                   f"names its $schema), at most {MAX_SCHEMA_CHARS} characters and {MAX_SCHEMA_DEPTH} levels "
+                   f"deep, only local $refs."},
+    "strict": {"type": "boolean", "nullable": True}}}
 
 
 def _falsy(description: str) -> dict:
@@ -140,6 +184,53 @@ FIELD_DOCS: dict[tuple[type[Schema], str], dict] = {
     (CompletionRequestSchema, "use_beam_search"): {"description": "Not with `stream`. Forwarded to the worker."},
     (CompletionRequestSchema, "suffix"): {"enum": ["", None], "description": "Insertion is not supported: only "
                                           "\"\" or null."},
+    (CreateResponseRequestSchema, "model"): {"description": "A model some worker serves."},
+    (CreateResponseRequestSchema, "input"): {"description": "The conversation: a string, or message, "
+                                             "function_call and function_call_output items (stored items and "
+                                             "other item types are refused)."},
+    (CreateResponseRequestSchema, "instructions"): {"description": "A system message before the input."},
+    (CreateResponseRequestSchema, "tools"): {"description": "Function tools (the flat Responses shape) with "
+                                             "distinct names, written into the prompt in the model's tool format "
+                                             "(a 400 naming `tools` for a model without one). Hosted tools are "
+                                             "refused by type."},
+    (CreateResponseRequestSchema, "tool_choice"): {"description": "Default auto with tools, none without; "
+                                                   "required and a named function are an instruction in the "
+                                                   "prompt, best effort."},
+    (CreateResponseRequestSchema, "parallel_tool_calls"): {"description": "Default true. false: the prompt asks "
+                                                           "for one call and only the first is returned."},
+    (CreateResponseRequestSchema, "max_output_tokens"): {"description": "Default: the rest of the context. Over "
+                                                         "the context: 400 context_length_exceeded."},
+    (CreateResponseRequestSchema, "stream"): {"description": "Reply with the Responses API's named server-sent "
+                                              "events (text/event-stream)."},
+    (CreateResponseRequestSchema, "stream_options"): {"description": "Accepted; events carry no obfuscation."},
+    (CreateResponseRequestSchema, "user"): {"description": "Echoed."},
+    (CreateResponseRequestSchema, "metadata"): {"maxProperties": MAX_METADATA, "description": "Up to 16 "
+                                                "string pairs (keys up to 64 characters), echoed."},
+    (CreateResponseRequestSchema, "store"): {"description": "Accepted and treated as false: nothing is stored."},
+    (CreateResponseRequestSchema, "max_tool_calls"): {"description": "Accepted and echoed; it limits hosted "
+                                                      "tools, which this server has none of."},
+    (CreateResponseRequestSchema, "truncation"): {"enum": ["disabled", None], "description": "Only disabled."},
+    (CreateResponseRequestSchema, "top_logprobs"): {"enum": [0, None], "description": "Only 0 (no logprobs)."},
+    (CreateResponseRequestSchema, "include"): {"items": {"type": "string", "enum": list(INCLUDE_WITHOUT_EFFECT)},
+                                               "description": "Only values without effect here (they concern "
+                                                              "items this server never produces)."},
+    (CreateResponseRequestSchema, "service_tier"): {"description": "Ignored."},
+    (CreateResponseRequestSchema, "safety_identifier"): {"description": "Ignored."},
+    (CreateResponseRequestSchema, "prompt_cache_key"): {"description": "Ignored."},
+    (CreateResponseRequestSchema, "prompt_cache_retention"): {"description": "Ignored."},
+    (CreateResponseRequestSchema, "previous_response_id"): _null_only("Responses are not stored: send the whole "
+                                                                      "conversation as input."),
+    (CreateResponseRequestSchema, "conversation"): _null_only("Conversations are not stored: send the whole "
+                                                              "conversation as input."),
+    (CreateResponseRequestSchema, "prompt"): _null_only("Stored prompts are not supported."),
+    (CreateResponseRequestSchema, "background"): {"type": "boolean", "enum": [False, None], "nullable": True,
+                                                  "description": "Only false: nothing runs in the background."},
+    (CreateResponseRequestSchema, "context_management"): _falsy("Compaction is not supported."),
+    (ResponseTextOptionsSchema, "verbosity"): {"enum": ["medium", None], "description": "Only the default."},
+    (ResponseReasoningOptionsSchema, "effort"): {"enum": [*REASONING_EFFORTS_WITHOUT_EFFECT, None],
+                                  "description": "FastChat workers do not reason on request."},
+    (ResponseReasoningOptionsSchema, "summary"): _null_only("Reasoning summaries are not supported."),
+    (ResponseReasoningOptionsSchema, "generate_summary"): _null_only("Reasoning summaries are not supported."),
     (EmbeddingRequestSchema, "model"): {"description": "Required here unless the path names the model."},
     (EmbeddingRequestSchema, "input"): {"description": "A string, strings, token ids or token-id lists, nothing "
                                         "empty (token ids are decoded with tiktoken)."},
@@ -221,6 +312,33 @@ def _union_branches(converter, field: fields.Field) -> list[dict] | None:
                 {"type": "array", "items": TOKEN_ID, "minItems": 1, "description": "One input as token ids."},
                 {"type": "array", "items": {"type": "array", "items": TOKEN_ID, "minItems": 1}, "minItems": 1,
                  "maxItems": MAX_PROMPTS}]
+    return _responses_branches(converter, field)
+
+
+def _responses_branches(converter, field: fields.Field) -> list[dict] | None:
+    """The Responses API's union fields: its request's custom fields and the response bodies' BodyUnion."""
+    if isinstance(field, BodyUnion):
+        strings = [{"type": "string", "enum": list(field.strings)}] if field.strings else []
+        return strings + [converter.resolve_nested_schema(schema) for schema in field.schemas]
+    if isinstance(field, ResponseInput):
+        return [{"type": "string", "description": "One user message."},
+                {"type": "array", "minItems": 1, "items": {"oneOf": INPUT_ITEMS}}]
+    if isinstance(field, ResponseTools):
+        return [{"type": "array", "maxItems": MAX_TOOLS, "items": FUNCTION_TOOL}]
+    if isinstance(field, ResponseToolChoice):
+        return [{"type": "string", "enum": list(CHOICES)},
+                {"type": "object", "required": ["type", "name"], "properties": {
+                    "type": {"type": "string", "enum": ["function"]}, "name": {"type": "string"}}}]
+    if isinstance(field, ResponseTextFormat):
+        return [{"type": "object", "required": ["type"],
+                 "properties": {"type": {"type": "string", "enum": ["text", "json_object"]}}},
+                {"type": "object", "required": ["type", "name", "schema"], "properties": {
+                    "type": {"type": "string", "enum": ["json_schema"]}, "name": FUNCTION_NAME,
+                    "description": {"type": "string", "nullable": True},
+                    "schema": {"type": "object", "description": "The JSON Schema the reply is validated against, "
+                                                                "bounded as tool parameters are."},
+                    "strict": {"type": "boolean", "nullable": True,
+                               "description": "Accepted; the reply is validated, not constrained."}}}]
     return None
 
 

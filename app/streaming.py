@@ -1,14 +1,17 @@
-"""Server-sent events: encode chunk dicts, end with [DONE], turn a failure mid-stream into an error event,
-and always close the source (which closes the worker streams) however the response ends.
+"""Server-sent events: encode event dicts as their framing says (chat and text completions: `data:` lines ended by
+[DONE]; the Responses API: named events), turn a failure mid-stream into the framing's error events, and always
+close the source (which closes the worker streams) however the response ends.
 """
 from __future__ import annotations
 
 import json
 from collections.abc import Iterator
+from typing import Protocol
 
 from flask import Response
 
 from app.error_handlers import as_api_error
+from app.errors import ApiError
 from app.observability import RequestRecord
 
 DONE = b"data: [DONE]\n\n"
@@ -20,17 +23,85 @@ def encode_event(data: dict) -> bytes:
     return b"data: " + _JSON.encode(data).encode() + b"\n\n"
 
 
+def encode_named_event(data: dict) -> bytes:
+    """`event: <its type>` then its data: the framing of the Responses API's events."""
+    return b"event: " + data["type"].encode() + b"\ndata: " + _JSON.encode(data).encode() + b"\n\n"
+
+
+class Framing:
+    """How chat and text completion chunks are streamed: each as a `data:` event, the serving layer's final usage
+    chunk (choices == []) only when the client asked for it with include_usage, a failure as one Error body event,
+    then data: [DONE]."""
+
+    end = DONE
+    encode = staticmethod(encode_event)
+
+    def __init__(self, include_usage: bool = False):
+        self.include_usage = include_usage
+
+    def observe(self, chunk: dict, record: RequestRecord | None) -> bool:
+        """Note first text and usage for the record; return whether the chunk goes to the client."""
+        choices = chunk.get("choices")
+        if choices == [] and "usage" in chunk:
+            if record is not None:
+                record.usage = chunk["usage"]
+            return self.include_usage
+        delta = (choices[0].get("delta") or {}) if choices else {}
+        if record is not None and choices and (choices[0].get("text") or delta.get("content")
+                                               or delta.get("tool_calls")):
+            record.first_token()
+        return True
+
+    def failure(self, error: ApiError) -> list[dict]:
+        return [error.body()]
+
+
+class EventSource(Protocol):
+    """What NamedEvents needs of its source besides its events: the chat usage once known, the ending events of
+    a failure."""
+
+    usage: dict | None
+
+    def failure(self, error: ApiError) -> list[dict]: ...
+
+
+class NamedEvents(Framing):
+    """The Responses API's streams: `event: <type>` + `data:` per event, no [DONE] (the last event says the stream
+    is over), a failure ended as its source says."""
+
+    end = b""
+    encode = staticmethod(encode_named_event)
+    FIRST_OUTPUT = frozenset({"response.output_text.delta", "response.function_call_arguments.delta"})
+    LAST = frozenset({"response.completed", "response.incomplete"})
+
+    def __init__(self, source: EventSource):
+        super().__init__()
+        self._source = source
+
+    def observe(self, event: dict, record: RequestRecord | None) -> bool:
+        if record is not None:
+            if event["type"] in self.FIRST_OUTPUT:
+                record.first_token()
+            elif event["type"] in self.LAST:
+                record.usage = self._source.usage
+        return True
+
+    def failure(self, error: ApiError) -> list[dict]:
+        return self._source.failure(error)
+
+
 class EventStream:
     """The SSE body of a response, as the WSGI server consumes it.
 
-    When the client goes away the server calls close(): the chunk source (and so the worker streams) is closed
-    at once, even if iteration never started, and nothing more is yielded. The serving layer always ends with a
-    usage chunk (choices == []); it is sent only when the client asked for it with include_usage.
+    When the client goes away the server calls close(): the source (and so the worker streams) is closed at once,
+    even if iteration never started, and nothing more is yielded. framing: chat's Framing(include_usage) unless
+    given.
     """
 
-    def __init__(self, chunks: Iterator[dict], include_usage: bool, record: RequestRecord | None = None):
+    def __init__(self, chunks: Iterator[dict], include_usage: bool = False, record: RequestRecord | None = None,
+                 framing: Framing | None = None):
         self._chunks = chunks
-        self._include_usage = include_usage
+        self._framing = framing or Framing(include_usage)
         self._record = record
         self._finished = False
         self._events = self._generate()
@@ -45,32 +116,23 @@ class EventStream:
         self._finish()
 
     def _generate(self) -> Iterator[bytes]:
+        framing, record = self._framing, self._record
+        encode, observe = framing.encode, framing.observe
         try:
             try:
                 for chunk in self._chunks:
-                    if self._observe(chunk):
-                        yield encode_event(chunk)
+                    if observe(chunk, record):
+                        yield encode(chunk)
             except Exception as exc:  # the status is already sent: the SDK raises on an `error` event instead
                 error = as_api_error(exc)
-                if self._record is not None:
-                    self._record.stream_error = error.code or error.type
-                yield encode_event(error.body())
-            yield DONE
+                if record is not None:
+                    record.stream_error = error.code or error.type
+                for event in framing.failure(error):
+                    yield encode(event)
+            if framing.end:
+                yield framing.end
         finally:
             self._finish()
-
-    def _observe(self, chunk: dict) -> bool:
-        """Note first text and usage for the record; return whether the chunk goes to the client."""
-        choices = chunk.get("choices")
-        if choices == [] and "usage" in chunk:
-            if self._record is not None:
-                self._record.usage = chunk["usage"]
-            return self._include_usage
-        delta = (choices[0].get("delta") or {}) if choices else {}
-        if self._record is not None and choices and (choices[0].get("text") or delta.get("content")
-                                                     or delta.get("tool_calls")):
-            self._record.first_token()
-        return True
 
     def _finish(self) -> None:
         if self._finished:  # close() and the generator's own finally both lead here
@@ -83,6 +145,7 @@ class EventStream:
             self._record.stream_finished()
 
 
-def sse_response(chunks: Iterator[dict], include_usage: bool, record: RequestRecord | None = None) -> Response:
-    return Response(EventStream(chunks, include_usage, record), mimetype="text/event-stream",
+def sse_response(chunks: Iterator[dict], include_usage: bool, record: RequestRecord | None = None,
+                 framing: Framing | None = None) -> Response:
+    return Response(EventStream(chunks, include_usage, record, framing), mimetype="text/event-stream",
                     headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})

@@ -6,7 +6,8 @@ import time
 import pytest
 
 from app.serving.interleave import interleave
-from app.streaming import EventStream
+from app.observability import RequestRecord
+from app.streaming import EventStream, NamedEvents
 from app.upstream.errors import UpstreamError
 
 
@@ -73,6 +74,48 @@ def test_close_before_iteration_started_still_closes_the_source():
     source = Source([{"i": 1}])
     EventStream(source, include_usage=False).close()
     assert source.closed
+
+
+class NamedSource(Source):
+    """A Responses event source: its failure events, and the chat usage it learned."""
+
+    usage = {"prompt_tokens": 3, "completion_tokens": 1, "total_tokens": 4}
+
+    def failure(self, error):
+        return [{"type": "response.failed"}, {"type": "error", "message": error.message}]
+
+
+def test_named_events_have_an_event_line_and_no_done():
+    source = NamedSource([{"type": "response.created", "a": 1}, {"type": "response.completed", "b": "é"}])
+    events = decode(EventStream(source, framing=NamedEvents(source)))
+    assert events == ['event: response.created\ndata: {"type":"response.created","a":1}\n\n',
+                      'event: response.completed\ndata: {"type":"response.completed","b":"é"}\n\n']
+
+
+def test_a_named_event_stream_ends_a_failure_with_its_sources_events_and_is_closed():
+    source = NamedSource([{"type": "response.created"}],
+                         fail_with=UpstreamError("worker_error", "boom", error_code=50001))
+    events = decode(EventStream(generator_over(source), framing=NamedEvents(source)))
+    assert [event.split("\n")[0] for event in events] == ["event: response.created", "event: response.failed",
+                                                          "event: error"]
+    assert json.loads(events[-1].split("\n")[1][len("data: "):])["message"] == "boom"
+    assert source.closed
+
+
+def test_a_named_event_stream_records_first_output_and_usage():
+    record = RequestRecord(request_id="r", route="/v1/responses", method="POST", remote=None)
+    source = NamedSource([{"type": "response.created"}, {"type": "response.output_text.delta"},
+                          {"type": "response.completed"}])
+    list(EventStream(source, record=record, framing=NamedEvents(source)))
+    assert record.time_to_first_token is not None and record.usage == NamedSource.usage and record.stream
+
+
+def test_a_named_event_stream_closes_its_source_when_the_client_leaves():
+    source = NamedSource([{"type": "response.created"}, {"type": "response.in_progress"}])
+    body = EventStream(generator_over(source), framing=NamedEvents(source))
+    assert next(iter(body)).startswith(b"event: response.created")
+    body.close()
+    assert source.closed and list(body) == []
 
 
 def test_interleave_yields_from_all_sources_concurrently():

@@ -14,17 +14,18 @@ from app.images.rules import ImageRules
 from app.schemas.chat import ChatCompletionRequestSchema, FastChatChatCompletionRequestSchema
 from app.schemas.completions import CompletionRequestSchema
 from app.schemas.embeddings import EmbeddingRequestSchema
+from app.schemas.responses_api import CreateResponseRequestSchema
 from app.schemas.tokens import TokenCheckRequestSchema
 from app.observability import current_record
 from app.serving.cluster import Cluster
-from app.streaming import sse_response
+from app.streaming import Framing, sse_response
 
 logger = logging.getLogger(__name__)
 
 
 def init_app(app: Flask) -> None:
     """Build the request schemas with the configured limits and register every blueprint."""
-    from app.api import chat, completions, embeddings, health, models, openapi, tokens
+    from app.api import chat, completions, embeddings, health, models, openapi, responses, tokens
 
     limits = {"max_n": app.config["MAX_N"], "max_stop": app.config["MAX_STOP_SEQUENCES"],
               "max_tokens": app.config["MAX_TOKENS_CAP"]}
@@ -37,7 +38,10 @@ def init_app(app: Flask) -> None:
         "embedding": EmbeddingRequestSchema(),
         "token_check": TokenCheckRequestSchema(),
     }
-    for blueprint in (health.bp, models.bp, chat.bp, completions.bp, embeddings.bp, tokens.bp, openapi.bp):
+    app.extensions["schemas"]["responses"] = CreateResponseRequestSchema(chat=app.extensions["schemas"]["chat"],
+                                                                         max_tokens=limits["max_tokens"])
+    for blueprint in (health.bp, models.bp, chat.bp, completions.bp, embeddings.bp, tokens.bp, responses.bp,
+                      openapi.bp):
         app.register_blueprint(blueprint)
 
 
@@ -46,17 +50,22 @@ def get_cluster() -> Cluster:
 
 
 def reply(params: dict, create: Callable[[dict, Cluster], dict],
-          stream: Callable[[dict, Cluster], Iterator[dict]] | None) -> Response:
-    """Run a generation use case: JSON for a whole result, server-sent events when params["stream"]."""
+          stream: Callable[[dict, Cluster], Iterator[dict]] | None, *,
+          framing: Callable[[Iterator[dict]], Framing] | None = None,
+          usage: Callable[[dict], dict | None] = lambda result: result.get("usage")) -> Response:
+    """Run a generation use case: JSON for a whole result, server-sent events when params["stream"]. framing:
+    the stream's, made from its source (chat's by default); usage: the chat usage of a whole result (what the
+    access log counts)."""
     record = current_record()
     record.model = params["model"]
     if current_app.config["LOG_REQUEST_BODIES"]:
         # Images (app.images.parts) print as placeholders such as <image/png 12345 bytes>, never their data.
         logger.info("request_id=%s body=%s", record.request_id, json.dumps(params, ensure_ascii=False, default=repr))
     if params.get("stream"):
-        return sse_response(stream(params, get_cluster()), params["include_usage"], record)
+        source = stream(params, get_cluster())
+        return sse_response(source, params["include_usage"], record, framing and framing(source))
     result = create(params, get_cluster())
-    record.usage = result.get("usage")
+    record.usage = usage(result)
     if current_app.config["LOG_REQUEST_BODIES"]:
         logger.info("request_id=%s result=%s", record.request_id, json.dumps(result, ensure_ascii=False))
     return jsonify(result)

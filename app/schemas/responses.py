@@ -354,10 +354,322 @@ class ErrorSchema(Schema):
     error = fields.Nested(ErrorDetailSchema, required=True)
 
 
+# --- responses (the Responses API, POST /v1/responses) ----------------------------------------------------------
+
+ITEM_STATUSES = ("in_progress", "completed", "incomplete")
+
+
+class BodyUnion(fields.Field):
+    """One of several bodies, told apart by their `type` field, or one of `strings` (the OpenAPI document says
+    oneOf)."""
+
+    def __init__(self, *schemas: type[Schema], strings: tuple[str, ...] = (), **kwargs):
+        super().__init__(**kwargs)
+        self.schemas = schemas
+        self.strings = strings
+
+
+def _empty_list(description: str) -> fields.List:
+    return _fixed([], fields.List(fields.Raw(), required=True, validate=validate.Length(max=0),
+                                  metadata={"description": description}))
+
+
+def _item_status() -> fields.String:
+    return fields.String(required=True, validate=validate.OneOf(ITEM_STATUSES), metadata={
+        "description": "`in_progress` while streamed, then `completed`, or `incomplete` when max_output_tokens "
+                       "was reached."})
+
+
+class ResponseOutputTextSchema(Schema):
+    """The text of an output message."""
+
+    type = _const("output_text")
+    text = _str()
+    annotations = _empty_list("Always empty.")
+    logprobs = _empty_list("Always empty.")
+
+
+class ResponseOutputMessageSchema(Schema):
+    """An output item: the assistant's text."""
+
+    id = _str("`msg_` followed by 32 hex digits.")
+    type = _const("message")
+    status = _item_status()
+    role = _const("assistant")
+    content = fields.List(fields.Nested(ResponseOutputTextSchema), required=True, validate=validate.Length(max=1))
+
+
+class ResponseFunctionCallSchema(Schema):
+    """An output item: a call of one of the request's function tools. Send it back as an input item, followed
+    by a function_call_output item with the same call_id."""
+
+    id = _str("`fc_` followed by 32 hex digits.")
+    type = _const("function_call")
+    status = _item_status()
+    call_id = _str("`call_` followed by 24 hex digits; unique within the response.")
+    name = _str("One of the request's tools.")
+    arguments = _str("A JSON object, as a string (always parses once complete).")
+
+
+OUTPUT_ITEMS = (ResponseOutputMessageSchema, ResponseFunctionCallSchema)
+
+
+class ResponseFunctionToolSchema(Schema):
+    """A function tool of the request, echoed."""
+
+    type = _const("function")
+    name = _str()
+    description = _str(allow_none=True)
+    parameters = fields.Dict(required=True, allow_none=True)
+    strict = fields.Boolean(required=True, allow_none=True, metadata={
+        "description": "As sent (null when absent): the arguments are checked to parse, not constrained."})
+
+
+class ResponseToolChoiceFunctionSchema(Schema):
+    """tool_choice naming a function."""
+
+    type = _const("function")
+    name = _str()
+
+
+class ResponseTextFormatSchema(Schema):
+    """text.format of a text or JSON object reply."""
+
+    type = fields.String(required=True, validate=validate.OneOf(["text", "json_object"]))
+
+
+class ResponseJsonSchemaFormatSchema(Schema):
+    """text.format of a reply checked against a JSON Schema."""
+
+    type = _const("json_schema")
+    name = _str()
+    schema = fields.Dict(required=True, allow_none=True)
+    strict = fields.Boolean(required=True, allow_none=True)
+
+
+class ResponseTextSchema(Schema):
+    """The request's text settings, echoed."""
+
+    format = BodyUnion(ResponseTextFormatSchema, ResponseJsonSchemaFormatSchema, required=True, metadata={
+        "description": "The reply's format (JSON mode)."})
+
+
+class ResponseReasoningSchema(Schema):
+    """Always null settings: FastChat workers do not reason on request."""
+
+    effort = _fixed(None, _str(allow_none=True))
+    summary = _fixed(None, _str(allow_none=True))
+
+
+class ResponseInputTokensDetailsSchema(Schema):
+    cached_tokens = _fixed(0, _int("Always 0."))
+    cache_write_tokens = _fixed(0, _int("Always 0."))
+
+
+class ResponseOutputTokensDetailsSchema(Schema):
+    reasoning_tokens = _fixed(0, _int("Always 0."))
+
+
+class ResponseUsageSchema(Schema):
+    """Token counts: the prompt (instructions and input as the worker's template wrote them) and the output."""
+
+    input_tokens = _int(validate=validate.Range(min=0))
+    input_tokens_details = fields.Nested(ResponseInputTokensDetailsSchema, required=True)
+    output_tokens = _int(validate=validate.Range(min=0))
+    output_tokens_details = fields.Nested(ResponseOutputTokensDetailsSchema, required=True)
+    total_tokens = _int(validate=validate.Range(min=0))
+
+
+class ResponseIncompleteDetailsSchema(Schema):
+    reason = _const("max_output_tokens")
+
+
+class ResponseErrorSchema(Schema):
+    """Why a streamed response failed (its `error` event has the gateway's error fields)."""
+
+    code = _const("server_error")
+    message = _str()
+
+
+class ResponseSchema(Schema):
+    """A response (POST /v1/responses). Never stored: `store` is always false, `previous_response_id` null."""
+
+    id = _str("`resp_` followed by 32 hex digits.")
+    object = _const("response")
+    created_at = _int("Unix time, seconds.")
+    status = fields.String(required=True, validate=validate.OneOf(["in_progress", "completed", "incomplete",
+                                                                   "failed"]), metadata={
+        "description": "`completed`, or `incomplete` when max_output_tokens was reached; `in_progress` and "
+                       "`failed` only in stream events."})
+    background = _fixed(False, fields.Boolean(required=True))
+    completed_at = _int("Unix time, seconds; null unless completed.", allow_none=True)
+    error = fields.Nested(ResponseErrorSchema, required=True, allow_none=True, metadata={
+        "description": "null unless the response failed (only in a stream's response.failed event)."})
+    incomplete_details = fields.Nested(ResponseIncompleteDetailsSchema, required=True, allow_none=True)
+    instructions = _str(allow_none=True)
+    max_output_tokens = _int(allow_none=True)
+    max_tool_calls = _int(allow_none=True)
+    model = _str()
+    output = fields.List(BodyUnion(*OUTPUT_ITEMS), required=True, metadata={
+        "description": "A message with the reply's text (if any), then a function_call per call."})
+    parallel_tool_calls = fields.Boolean(required=True)
+    previous_response_id = _fixed(None, _str("Always null.", allow_none=True))
+    reasoning = fields.Nested(ResponseReasoningSchema, required=True)
+    store = _fixed(False, fields.Boolean(required=True, metadata={"description": "Always false."}))
+    temperature = fields.Float(required=True)
+    text = fields.Nested(ResponseTextSchema, required=True)
+    tool_choice = BodyUnion(ResponseToolChoiceFunctionSchema, strings=("none", "auto", "required"), required=True)
+    tools = fields.List(fields.Nested(ResponseFunctionToolSchema), required=True)
+    top_logprobs = _fixed(0, _int("Always 0."))
+    top_p = fields.Float(required=True)
+    truncation = _const("disabled")
+    usage = fields.Nested(ResponseUsageSchema, required=True, allow_none=True, metadata={
+        "description": "null until the response is complete (in stream events)."})
+    user = _str(allow_none=True)
+    metadata = fields.Dict(keys=fields.String(), values=fields.String(), required=True)
+
+
+def _sequence_number() -> fields.Integer:
+    return _int("The event's position in the stream, from 0.", validate=validate.Range(min=0))
+
+
+class ResponseCreatedEventSchema(Schema):
+    """The first event: the response, `in_progress`, no output yet."""
+
+    type = _const("response.created")
+    response = fields.Nested(ResponseSchema, required=True)
+    sequence_number = _sequence_number()
+
+
+class ResponseInProgressEventSchema(Schema):
+    type = _const("response.in_progress")
+    response = fields.Nested(ResponseSchema, required=True)
+    sequence_number = _sequence_number()
+
+
+class ResponseCompletedEventSchema(Schema):
+    """The last event of a response that completed: the whole response, usage included."""
+
+    type = _const("response.completed")
+    response = fields.Nested(ResponseSchema, required=True)
+    sequence_number = _sequence_number()
+
+
+class ResponseIncompleteEventSchema(Schema):
+    """The last event of a response that reached max_output_tokens."""
+
+    type = _const("response.incomplete")
+    response = fields.Nested(ResponseSchema, required=True)
+    sequence_number = _sequence_number()
+
+
+class ResponseFailedEventSchema(Schema):
+    """A failure after the first event: the response so far, `failed`; an `error` event follows."""
+
+    type = _const("response.failed")
+    response = fields.Nested(ResponseSchema, required=True)
+    sequence_number = _sequence_number()
+
+
+class ResponseOutputItemAddedEventSchema(Schema):
+    type = _const("response.output_item.added")
+    output_index = _int(validate=validate.Range(min=0))
+    item = BodyUnion(*OUTPUT_ITEMS, required=True)
+    sequence_number = _sequence_number()
+
+
+class ResponseOutputItemDoneEventSchema(Schema):
+    type = _const("response.output_item.done")
+    output_index = _int(validate=validate.Range(min=0))
+    item = BodyUnion(*OUTPUT_ITEMS, required=True)
+    sequence_number = _sequence_number()
+
+
+class ResponseContentPartAddedEventSchema(Schema):
+    type = _const("response.content_part.added")
+    item_id = _str()
+    output_index = _int(validate=validate.Range(min=0))
+    content_index = _int(validate=validate.Range(min=0))
+    part = fields.Nested(ResponseOutputTextSchema, required=True)
+    sequence_number = _sequence_number()
+
+
+class ResponseContentPartDoneEventSchema(Schema):
+    type = _const("response.content_part.done")
+    item_id = _str()
+    output_index = _int(validate=validate.Range(min=0))
+    content_index = _int(validate=validate.Range(min=0))
+    part = fields.Nested(ResponseOutputTextSchema, required=True)
+    sequence_number = _sequence_number()
+
+
+class ResponseOutputTextDeltaEventSchema(Schema):
+    type = _const("response.output_text.delta")
+    item_id = _str()
+    output_index = _int(validate=validate.Range(min=0))
+    content_index = _int(validate=validate.Range(min=0))
+    delta = _str("The new text.")
+    logprobs = _empty_list("Always empty.")
+    sequence_number = _sequence_number()
+
+
+class ResponseOutputTextDoneEventSchema(Schema):
+    type = _const("response.output_text.done")
+    item_id = _str()
+    output_index = _int(validate=validate.Range(min=0))
+    content_index = _int(validate=validate.Range(min=0))
+    text = _str("The whole text.")
+    logprobs = _empty_list("Always empty.")
+    sequence_number = _sequence_number()
+
+
+class ResponseFunctionCallArgumentsDeltaEventSchema(Schema):
+    """A call's arguments, sent whole in one delta (never diffed from partial JSON)."""
+
+    type = _const("response.function_call_arguments.delta")
+    item_id = _str()
+    output_index = _int(validate=validate.Range(min=0))
+    delta = _str()
+    sequence_number = _sequence_number()
+
+
+class ResponseFunctionCallArgumentsDoneEventSchema(Schema):
+    type = _const("response.function_call_arguments.done")
+    item_id = _str()
+    output_index = _int(validate=validate.Range(min=0))
+    name = _str()
+    arguments = _str()
+    sequence_number = _sequence_number()
+
+
+class ResponseErrorEventSchema(Schema):
+    """The last event of a failed stream (after response.failed): the gateway's error fields, also under `error`
+    so the openai SDK raises APIError with them."""
+
+    type = _const("error")
+    code = _str("As in the Error body's `error.code`.", allow_none=True)
+    message = _str()
+    param = _str(allow_none=True)
+    error = fields.Nested(ErrorDetailSchema, required=True)
+    sequence_number = _sequence_number()
+
+
+# Every event of a streamed response, in the order a stream may send them.
+RESPONSE_EVENTS: tuple[type[Schema], ...] = (
+    ResponseCreatedEventSchema, ResponseInProgressEventSchema, ResponseOutputItemAddedEventSchema,
+    ResponseContentPartAddedEventSchema, ResponseOutputTextDeltaEventSchema, ResponseOutputTextDoneEventSchema,
+    ResponseContentPartDoneEventSchema, ResponseFunctionCallArgumentsDeltaEventSchema,
+    ResponseFunctionCallArgumentsDoneEventSchema, ResponseOutputItemDoneEventSchema, ResponseCompletedEventSchema,
+    ResponseIncompleteEventSchema, ResponseFailedEventSchema, ResponseErrorEventSchema,
+)
+# Their component names in the OpenAPI document.
+RESPONSE_EVENT_COMPONENTS = tuple(schema.__name__.removesuffix("Schema") for schema in RESPONSE_EVENTS)
+
+
 # The response bodies of the OpenAPI document, each a component named after its class without "Schema" (the
 # schemas they nest are components too).
 COMPONENTS: tuple[type[Schema], ...] = (
     ModelListSchema, ModelCardSchema, ChatCompletionSchema, ChatCompletionChunkSchema, CompletionSchema,
     CompletionChunkSchema, EmbeddingListSchema, TokenCheckResponseSchema, HealthSchema, ReadySchema, UsageSchema,
-    ErrorSchema,
+    ErrorSchema, *OUTPUT_ITEMS, ResponseSchema, *RESPONSE_EVENTS,
 )

@@ -12,8 +12,8 @@ from app.schemas import responses
 
 def builder(schema: type[Schema], *, optional: bool = False) -> Callable[..., dict]:
     """A function returning a body of `schema` as a dict. Its parameters are the schema's fields in declaration
-    order (the order of the JSON keys), without the FIXED ones, which it fills in, and without the fields that
-    are not required unless `optional`.
+    order (the order of the JSON keys), without the FIXED ones, which it fills in (an empty list fixed is a new
+    one in every body), and without the fields that are not required unless `optional`.
 
     The function is compiled once from a dict literal, so building a body costs what the literal costs: it runs
     for every streamed chunk.
@@ -26,8 +26,8 @@ def builder(schema: type[Schema], *, optional: bool = False) -> Callable[..., di
             raise ValueError(f"{schema.__name__}.{name} cannot be a parameter name")
         if responses.FIXED in field.metadata:
             value = field.metadata[responses.FIXED]
-            if value is not None and type(value) not in (str, bool, int):
-                raise TypeError(f"{schema.__name__}.{name}: a fixed value must be a str, bool, int or None")
+            if value is not None and type(value) not in (str, bool, int) and value != []:
+                raise TypeError(f"{schema.__name__}.{name}: a fixed value must be a str, bool, int, None or []")
             items.append(f"{name!r}: {value!r}")
         else:
             params.append(name)
@@ -60,12 +60,36 @@ _embedding = builder(responses.EmbeddingSchema)
 _embedding_usage = builder(responses.EmbeddingUsageSchema)
 _embedding_list = builder(responses.EmbeddingListSchema)
 
+_output_text = builder(responses.ResponseOutputTextSchema)
+_output_message = builder(responses.ResponseOutputMessageSchema)
+_function_call = builder(responses.ResponseFunctionCallSchema)
+_function_tool = builder(responses.ResponseFunctionToolSchema)
+_response_text = builder(responses.ResponseTextSchema)
+_text_format = builder(responses.ResponseTextFormatSchema)
+_json_schema_format = builder(responses.ResponseJsonSchemaFormatSchema)
+_tool_choice_function = builder(responses.ResponseToolChoiceFunctionSchema)
+_reasoning = builder(responses.ResponseReasoningSchema)
+_input_tokens_details = builder(responses.ResponseInputTokensDetailsSchema)
+_output_tokens_details = builder(responses.ResponseOutputTokensDetailsSchema)
+_response_usage = builder(responses.ResponseUsageSchema)
+_incomplete_details = builder(responses.ResponseIncompleteDetailsSchema)
+_response_error = builder(responses.ResponseErrorSchema)
+_response = builder(responses.ResponseSchema)
+# A streamed response's events by type (each schema's fixed `type`).
+_RESPONSE_EVENTS = {schema._declared_fields["type"].metadata[responses.FIXED]: builder(schema)
+                    for schema in responses.RESPONSE_EVENTS}
+
 _USAGE_CHUNK_BUILDERS = {"chat.completion.chunk": _chat_chunk_with_usage,
                          "text_completion": _completion_chunk_with_usage}
 
 
 def new_id(prefix: str) -> str:
     return f"{prefix}-{uuid.uuid4().hex}"
+
+
+def new_item_id(prefix: str) -> str:
+    """The Responses API's ids: `resp_`, `msg_`, `fc_` followed by 32 hex digits."""
+    return f"{prefix}_{uuid.uuid4().hex}"
 
 
 def now() -> int:
@@ -144,3 +168,55 @@ def embedding_list(model: str, embeddings: list, prompt_tokens: int) -> dict:
     """embeddings: one list of floats or base64 string per input, in input order."""
     return _embedding_list([_embedding(embedding, index) for index, embedding in enumerate(embeddings)], model,
                            _embedding_usage(prompt_tokens, prompt_tokens))
+
+
+# --- the Responses API -------------------------------------------------------------------------------------------
+
+def output_text(text: str) -> dict:
+    return _output_text(text)
+
+
+def output_message(id: str, status: str, content: list[dict]) -> dict:
+    """content: output_text's (none while the message is being streamed)."""
+    return _output_message(id, status, content)
+
+
+def function_call_item(id: str, status: str, call_id: str, name: str, arguments: str) -> dict:
+    return _function_call(id, status, call_id, name, arguments)
+
+
+def function_tool(name: str, description: str | None, parameters: dict | None, strict: bool | None) -> dict:
+    return _function_tool(name, description, parameters, strict)
+
+
+def response_text(kind: str, name: str | None = None, schema: dict | None = None, strict: bool | None = None) -> dict:
+    """The text settings of a response: kind text, json_object, or json_schema (with name, schema, strict)."""
+    if kind == "json_schema":
+        return _response_text(_json_schema_format(name, schema, strict))
+    return _response_text(_text_format(kind))
+
+
+def tool_choice(choice: str | None, function: str | None = None) -> str | dict:
+    """A response's tool_choice: none, auto, required, or (choice None) the function named."""
+    return _tool_choice_function(function) if choice is None else choice
+
+
+def response_usage(input_tokens: int, output_tokens: int) -> dict:
+    return _response_usage(input_tokens, _input_tokens_details(), output_tokens, _output_tokens_details(),
+                           input_tokens + output_tokens)
+
+
+def response(id: str, created_at: int, status: str, model: str, output: list[dict], usage: dict | None,
+             settings: dict, error_message: str | None = None) -> dict:
+    """A response object. settings: the request's settings it echoes, by field name (instructions, tools, ...);
+    error_message: set on a failed one."""
+    return _response(id=id, created_at=created_at, status=status,
+                     completed_at=now() if status == "completed" else None,
+                     error=_response_error(error_message) if error_message is not None else None,
+                     incomplete_details=_incomplete_details() if status == "incomplete" else None, model=model,
+                     output=output, reasoning=_reasoning(), usage=usage, **settings)
+
+
+def response_event(type: str, sequence_number: int, **fields) -> dict:
+    """The streamed event of `type`; fields: the event's own (item, delta, response, ...)."""
+    return _RESPONSE_EVENTS[type](sequence_number=sequence_number, **fields)

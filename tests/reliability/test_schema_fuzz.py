@@ -13,7 +13,10 @@ The document describes `text/event-stream` as `{"type": "string"}` and the event
 (an object with `data`/`event` fields), so its response_schema_conformance cannot judge these bodies. For
 event-stream responses that one check is replaced by `sse_conformance` below: every event is a `data:` line, the
 stream ends with `data: [DONE]`, and every other event's JSON validates against the operation's x-sse-data-schema
-(the chunk schema or the Error body). The other three checks run on streams as on any response.
+(the chunk schema or the Error body). The Responses API's streams (an operation whose x-sse-data-schema lists
+its named events) are checked for their own framing instead: every event is `event: <type>` + one `data:` line of
+that type, numbered by sequence_number from 0, no [DONE], the last event response.completed, response.incomplete or
+(after response.failed) error. The other three checks run on streams as on any response.
 
 Positive cases are steered towards real work: some get the simulated worker's model and `stream: true` (without the
 optional fields that would mostly turn them into a 400 first), some only its model, some keep what was generated;
@@ -43,6 +46,7 @@ from app import create_app
 from app.openapi import operations_of, openapi_path
 from harness import sse
 from tests.openapi_json_schema import to_json_schema
+from tests.test_responses_api import named_events
 
 MODEL = "sim-model"
 SEED = int(os.environ.get("SCHEMA_FUZZ_SEED", "20240607"))
@@ -55,8 +59,13 @@ MAX_STREAM_EVENTS = 200_000
 COMMON_CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance]
 
 # (label, needs negative cases): operations without parameters, body or security have nothing to negate.
+OPERATIONS = operations_of(create_app({"CONTROLLER_ADDRESS": "http://127.0.0.1:9"}, environ={}))
 FUZZED = [(f"{op.method.upper()} {openapi_path(op.rule)}", bool(op.view.request or "<" in op.rule or not op.public))
-          for op in operations_of(create_app({"CONTROLLER_ADDRESS": "http://127.0.0.1:9"}, environ={}))]
+          for op in OPERATIONS]
+# The operations streaming the Responses API's named events (their ViewDoc lists the event components).
+NAMED_EVENTS = {f"{op.method.upper()} {openapi_path(op.rule)}" for op in OPERATIONS
+                if isinstance(op.view.stream, tuple)}
+LAST_NAMED_EVENTS = ("response.completed", "response.incomplete", "error")
 PARAMS = [pytest.param(label, GenerationMode.POSITIVE, id=f"{label}-positive") for label, _ in FUZZED] + \
          [pytest.param(label, GenerationMode.NEGATIVE, id=f"{label}-negative") for label, neg in FUZZED if neg]
 
@@ -115,10 +124,12 @@ def sse_validator(api_schema, operation) -> jsonschema.Draft4Validator | None:
     return jsonschema.Draft4Validator(root)
 
 
-def sse_conformance(body: bytes, validator: jsonschema.Draft4Validator | None) -> list[str]:
-    """Problems with an event-stream body (empty list: conforming)."""
+def sse_conformance(body: bytes, validator: jsonschema.Draft4Validator | None, named: bool = False) -> list[str]:
+    """Problems with an event-stream body (empty list: conforming). named: the Responses API's framing."""
     if validator is None:
         return ["text/event-stream is not documented for this operation"]
+    if named:
+        return named_events_conformance(body, validator)
     try:
         datas = sse.parse(body, lenient=True)
     except sse.SSEError as exc:
@@ -132,6 +143,22 @@ def sse_conformance(body: bytes, validator: jsonschema.Draft4Validator | None) -
             continue
         for error in validator.iter_errors(chunk):
             problems.append(f"event {data[:200]!r}: {error.message} at {list(error.absolute_path)}")
+    return problems
+
+
+def named_events_conformance(body: bytes, validator: jsonschema.Draft4Validator) -> list[str]:
+    try:
+        events = named_events(body)
+    except (AssertionError, ValueError) as exc:
+        return [f"not the named-event framing: {exc!s:.300}"]
+    problems = [f"event {json.dumps(event)[:200]}: {error.message} at {list(error.absolute_path)}"
+                for event in events for error in validator.iter_errors(event)]
+    if [event.get("sequence_number") for event in events] != list(range(len(events))):
+        problems.append("sequence_number is not 0, 1, 2, ...")
+    if not events or events[-1].get("type") not in LAST_NAMED_EVENTS:
+        problems.append(f"the stream does not end with {' or '.join(LAST_NAMED_EVENTS)}")
+    elif events[-1]["type"] == "error" and (len(events) < 2 or events[-2].get("type") != "response.failed"):
+        problems.append("the error event does not follow response.failed")
     return problems
 
 
@@ -152,7 +179,8 @@ def _steer(case, how: str):
             case.body["stream"] = True
             # Drop optional fields whose random values mostly end in a 400 before any streaming (over the
             # 512-token context, best_of with stream, top_logprobs without logprobs): still schema-valid.
-            for name in ("max_tokens", "max_completion_tokens", "best_of", "use_beam_search", "top_logprobs"):
+            for name in ("max_tokens", "max_completion_tokens", "max_output_tokens", "best_of", "use_beam_search",
+                         "top_logprobs"):
                 case.body.pop(name, None)
     return case
 
@@ -207,7 +235,7 @@ def test_operation_conforms_under_fuzzing(gateway, auth, api_schema, session, la
             failures.append(str(exc))
             return
         if event_stream:
-            problems = sse_conformance(response.content, stream_check)
+            problems = sse_conformance(response.content, stream_check, named=label in NAMED_EVENTS)
             if response.stream_cut_short:
                 problems.insert(0, f"the stream did not end within {REQUEST_TIMEOUT:.0f}s "
                                    f"(or sent over {MAX_STREAM_EVENTS} events)")

@@ -280,6 +280,43 @@ def test_the_logs_hold_no_image_data(client, sims, gateway):
     assert not re.search(r"[A-Za-z0-9+/]{200,}", log)
 
 
+# -- the Responses API: input_image parts take the chat path's image rules --------------------------------------------
+def test_responses_input_images_reach_the_worker(client, sims, model):
+    response = client.responses.create(model=model, instructions="Be brief.", input=[{"role": "user", "content": [
+        {"type": "input_text", "text": QUESTION}, {"type": "input_image", "image_url": data_url(RED), "detail": "low"},
+        {"type": "input_image", "image_url": data_url(BLUE)}]}])
+    assert response.status == "completed" and response.output_text == description(RED, BLUE)
+    (payload,) = sims[model].payloads()
+    assert payload["images"] == [b64(RED).decode(), b64(BLUE).decode()]
+    assert "Be brief." in payload["prompt"] and user_turn(QUESTION, 2) in payload["prompt"]
+
+
+def test_a_responses_stream_with_an_image(client, sims, model):
+    with client.responses.stream(model=model, input=[{"role": "user", "content": [
+            {"type": "input_image", "image_url": data_url(RED)}, {"type": "input_text", "text": QUESTION}]}]) as stream:
+        deltas = [event.delta for event in stream if event.type == "response.output_text.delta"]
+        final = stream.get_final_response()
+    assert "".join(deltas) == final.output_text == description(RED)
+    (payload,) = sims[model].payloads()
+    assert payload["images"] == [b64(RED).decode()]
+    assert payload["prompt"] == expected_prompt(model, [(user_turn(QUESTION, 1), None)])
+
+
+@pytest.mark.parametrize("target, url, code", [
+    (PLAIN, data_url(RED), "unsupported_parameter"),  # found while serving: the model has no vision
+    (VICUNA, data_url(RED, "image/jpeg"), "invalid_image_format"),  # found validating
+    (VICUNA, "file:///etc/passwd", "unsupported_parameter"),
+])
+def test_responses_image_refusals_name_the_input_part(client, sims, target, url, code):
+    with pytest.raises(openai.BadRequestError) as raised:
+        client.responses.create(model=target, instructions="Be brief.", input=[
+            {"role": "user", "content": "Hello."},
+            {"role": "user", "content": [{"type": "input_text", "text": QUESTION},
+                                         {"type": "input_image", "image_url": url}]}])
+    assert raised.value.code == code and raised.value.param == "input[1].content[1]", raised.value.body
+    assert all(worker.payloads() == [] for worker in sims.values())
+
+
 # -- fetching http URLs ---------------------------------------------------------------------------------------------
 class ImageServer:
     """A local http.server: each path of `files` answers its PNG, /redirect a 302 to /red.png; ``paths`` records

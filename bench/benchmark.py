@@ -15,8 +15,8 @@ and issue 15's targets (pass or fail), and writes results/benchmark.json and
 results/benchmark.png (--quick: benchmark-quick.*). Everything listens on 127.0.0.1; every process it starts
 (bench/stack.py, through harness/) is stopped by PID.
 
-    .venv/bin/python -m bench.benchmark            # full run, a few minutes
-    .venv/bin/python -m bench.benchmark --quick    # smoke run, under a minute
+    .venv/bin/python -m bench.benchmark            # full run, ~8 minutes
+    .venv/bin/python -m bench.benchmark --quick    # smoke run, about a minute
 """
 from __future__ import annotations
 
@@ -257,7 +257,7 @@ def versions(stack: Stack | None) -> dict:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
-    parser.add_argument("--quick", action="store_true", help="a short smoke run (< 1 min)")
+    parser.add_argument("--quick", action="store_true", help="a short smoke run (about 1 min)")
     parser.add_argument("--out", default=str(BENCH / "results"), help="directory for the JSON and PNG results")
     parser.add_argument("--gateway-env", action="append", default=[], metavar="KEY=VALUE",
                         help="environment for the gateway on top of its defaults (repeatable), e.g. "

@@ -3,7 +3,8 @@
     make profile                                         # = .venv/bin/python -m bench.profile_gateway
     make profile PROFILE_ARGS="--stream --concurrency 64"
 
-Starts the benchmark's FastChat controller and simulated workers and the gateway with its default settings (no
+Starts the benchmark's FastChat controller and workers (--workers: fastchat-code, the default, or simulated) and the
+gateway with its default settings (no
 FastChat API server), runs one closed-loop load against the gateway while py-spy records one of its gunicorn
 workers (the load is spread evenly over them), and prints the share of the samples by package (the frame that
 was running) and by function (frames below it included). `--gil` (the default) samples only while a thread holds

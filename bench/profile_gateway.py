@@ -4,10 +4,9 @@
     make profile PROFILE_ARGS="--stream --concurrency 64"
 
 Starts the benchmark's FastChat controller and workers (--workers: fastchat-code, the default, or simulated) and the
-gateway with its default settings (no
-FastChat API server), runs one closed-loop load against the gateway while py-spy records one of its gunicorn
-workers (the load is spread evenly over them), and prints the share of the samples by package (the frame that
-was running) and by function (frames below it included). `--gil` (the default) samples only while a thread holds
+gateway with its default settings (no FastChat API server), runs one closed-loop load against the gateway while
+py-spy records one of its gunicorn workers (the load is spread evenly over them), and prints the share of the
+samples by package (the frame that was running) and by function (frames below it included). `--gil` (the default) samples only while a thread holds
 the GIL, which is the Python half of the cost; the kernel's half (thread switches, system calls) needs `perf`.
 The collapsed stacks are kept (`--out`) for flame graph tools. py-spy must be allowed to ptrace the worker.
 """

@@ -15,7 +15,7 @@ and issue 15's targets (pass or fail), and writes results/benchmark.json and
 results/benchmark.png (--quick: benchmark-quick.*). Everything listens on 127.0.0.1; every process it starts
 (bench/stack.py, through harness/) is stopped by PID.
 
-    .venv/bin/python -m bench.benchmark            # full run, ~8 minutes
+    .venv/bin/python -m bench.benchmark            # full run, ~6 minutes
     .venv/bin/python -m bench.benchmark --quick    # smoke run, about a minute
 """
 from __future__ import annotations

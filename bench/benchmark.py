@@ -1,20 +1,22 @@
 """fastchat-gateway benchmark: the gateway next to FastChat's own API server and the workers themselves.
 
-One run on this machine starts a real FastChat controller (fschat 0.2.36 from .venv-fastchat) and simulated workers
-(bench/simworker) once, then measures three targets side by side on the same workers:
+One run on this machine starts a real FastChat controller (fschat 0.2.36 from .venv-fastchat) and two kinds of
+workers once: workers built on FastChat's own worker code (bench/fastchat_worker.py, the headline) and simulated
+workers (bench/simworker), with the same frames and timing. For each kind it measures three targets side by side:
 
   direct    the workers themselves (/worker_generate, /worker_generate_stream with the gateway's own payload): the limit
   fastchat  FastChat's `python -m fastchat.serve.openai_api_server` (fschat 0.2.36, pydantic 1, its own venv)
   gateway   fastchat-gateway under gunicorn with gunicorn.conf.py's defaults (override with --gateway-env KEY=VALUE)
 
 for non-streaming chat (16 tokens) and streaming chat (64 tokens at 1 ms/token) at concurrency 1, 16 and 64, then
-the most concurrent streams the gateway holds with zero errors. It prints a table, the gateway/FastChat and
-gateway/direct ratios and the issue's targets (pass or fail), and writes results/benchmark.json and
+the most concurrent streams the gateway holds with zero errors (on the FastChat-code workers). It prints a table,
+the gateway/FastChat and gateway/direct ratios, the servers' CPU per 1,000 relayed chunks and per 1,000 requests
+and issue 15's targets (pass or fail), and writes results/benchmark.json and
 results/benchmark.png (--quick: benchmark-quick.*). Everything listens on 127.0.0.1; every process it starts
 (bench/stack.py, through harness/) is stopped by PID.
 
-    .venv/bin/python -m bench.benchmark            # full run, a few minutes
-    .venv/bin/python -m bench.benchmark --quick    # smoke run, under a minute
+    .venv/bin/python -m bench.benchmark            # full run, ~6 minutes
+    .venv/bin/python -m bench.benchmark --quick    # smoke run, about a minute
 """
 from __future__ import annotations
 
@@ -31,8 +33,9 @@ import traceback
 from pathlib import Path
 
 from bench import loadgen
-from bench.report import HEADER, evaluate, fmt_ms, format_ratios, format_row, log, print_summary
-from bench.stack import MESSAGE, Stack
+from bench.report import (HEADER, HEADLINE, evaluate, evaluate_issue15, fmt_ms, format_ratios, format_row, log,
+                          print_summary, server_cpu)
+from bench.stack import KINDS, MESSAGE, Stack
 from harness import fastchat
 from harness.procs import REPO_ROOT, wait_until
 from harness.sampling import CpuMeter
@@ -42,7 +45,8 @@ TARGETS = ("direct", "fastchat", "gateway")
 
 PROFILES = {
     # concurrency -> (max requests, max seconds); warm-up (requests, seconds) per run
-    "full": {"concurrency": (1, 16, 64), "bounds": {1: (1000, 10.0), 16: (4000, 10.0), 64: (4000, 10.0)},
+    # Two worker kinds x 6 scenarios x 3 targets: 8 s per target keeps a full run under ~10 minutes.
+    "full": {"concurrency": (1, 16, 64), "bounds": {1: (1000, 8.0), 16: (4000, 8.0), 64: (4000, 8.0)},
              "warmup": (100, 2.0), "hold_ramp": (250, 500, 1000, 1500, 2000), "hold_tokens": 64,
              "hold_token_delay": 0.1, "hold_timeout": 60.0, "rounds": 3},
     "quick": {"concurrency": (1, 16, 64), "bounds": {1: (100, 1.0), 16: (400, 1.0), 64: (400, 1.0)},
@@ -52,25 +56,35 @@ PROFILES = {
 
 
 # ---------------------------------------------------------------------------------------------- scenarios
-def make_target(stack: Stack, name: str, pool: str, stream: bool, payload: dict) -> loadgen.Target:
-    spec = stack.pools[pool]
+def make_target(stack: Stack, name: str, kind: str, pool: str, stream: bool, payload: dict) -> loadgen.Target:
+    spec = stack.pools[kind][pool]
     if name == "direct":
-        return loadgen.Target("direct", "worker", [("127.0.0.1", w.port) for w in stack.workers[pool]],
+        return loadgen.Target("direct", "worker", [("127.0.0.1", w.port) for w in stack.workers[kind][pool]],
                               "/worker_generate_stream" if stream else "/worker_generate", payload, stream)
     server = stack.fastchat if name == "fastchat" else stack.gateway
     return loadgen.Target(name, "openai", [("127.0.0.1", server.port)], "/v1/chat/completions",
                           loadgen.chat_request(spec["model"], MESSAGE, spec["tokens"], stream), stream)
 
 
-def measure_slice(stack: Stack, target: loadgen.Target, concurrency: int, max_requests: int, max_seconds: float,
-                  warmup: tuple[int, float], timeout: float = 30.0) -> tuple[list, float, dict]:
-    """One closed-loop measurement: (records, measured seconds, CPU seconds per process group)."""
+def kind_cpu(cpu: dict, kind: str) -> dict:
+    """A CPU delta with ``workers`` = the measured kind's workers, ``idle_workers`` = the other kinds'."""
+    out = {k: v for k, v in cpu.items() if not k.startswith("workers:")}
+    out["workers"] = cpu.get(f"workers:{kind}", 0.0)
+    out["idle_workers"] = round(sum(v for k, v in cpu.items() if k.startswith("workers:") and k != f"workers:{kind}"),
+                                3)
+    return out
+
+
+def measure_slice(stack: Stack, target: loadgen.Target, kind: str, concurrency: int, max_requests: int,
+                  max_seconds: float, warmup: tuple[int, float], timeout: float = 30.0) -> tuple[list, float, dict]:
+    """One closed-loop measurement: (records, measured seconds, CPU seconds per process group). The CPU
+    snapshots (psutil cpu_times of every process) are taken after the warm-up and after the last response."""
     marks: dict = {}
     records, elapsed = loadgen.run_load(
         target, concurrency, max_requests, max_seconds, warmup_requests=max(warmup[0], 2 * concurrency),
         warmup_seconds=warmup[1], timeout=timeout, raw=True,
         on_measure_start=lambda: marks.setdefault("before", stack.cpu.snapshot()))
-    return records, elapsed, CpuMeter.delta(marks["before"], stack.cpu.snapshot())
+    return records, elapsed, kind_cpu(CpuMeter.delta(marks["before"], stack.cpu.snapshot()), kind)
 
 
 def summarize_target(name: str, stream: bool, concurrency: int, records: list, elapsed: float,
@@ -78,73 +92,84 @@ def summarize_target(name: str, stream: bool, concurrency: int, records: list, e
     result = dict(loadgen.summarize(records, elapsed, stream))
     result["concurrency"] = concurrency
     result["cpu_s"] = {k: round(v, 3) for k, v in cpu.items()}
-    server = {"gateway": "gateway", "fastchat": "fastchat_server"}.get(name)
-    result["server_cpu_ms_per_request"] = (round(cpu[server] * 1000 / result["ok"], 3)
-                                           if server and result["ok"] else None)
+    result.update(server_cpu(name, cpu, result["ok"], result.get("content_chunks"), stream))
+    per_1000 = result.get("server_cpu_s_per_1000_requests")
+    result["server_cpu_ms_per_request"] = None if per_1000 is None else round(per_1000, 3)
     return result
 
 
 def run_scenarios(stack: Stack, profile: dict, targets: tuple[str, ...], rounds: int) -> list[dict]:
-    """Each scenario's budget is split into ``rounds`` slices per target, run in rotating order
-    (direct, fastchat, gateway; fastchat, gateway, direct; ...), so that load from anything else on the
-    machine falls on all three alike; the slices' requests are summarized together."""
+    """Each scenario runs on each worker kind in turn (the same scenario on both kinds minutes apart at most).
+    Its budget is split into ``rounds`` slices per target, run in rotating order (direct, fastchat, gateway;
+    fastchat, gateway, direct; ...), so that load from anything else on the machine falls on all three alike;
+    the slices' requests are summarized together."""
     scenarios = []
     for stream, pool in ((False, "chat"), (True, "stream")):
-        payload, how = stack.gateway_payload(pool, stream)
+        payloads = {kind: stack.gateway_payload(kind, pool, stream) for kind in stack.kinds}
         for concurrency in profile["concurrency"]:
-            max_requests, max_seconds = profile["bounds"][concurrency]
-            spec = stack.pools[pool]
-            scenario = {
-                "name": f"{'stream' if stream else 'chat'}-c{concurrency}", "stream": stream,
-                "concurrency": concurrency, "tokens": spec["tokens"], "token_delay_s": spec["token_delay"],
-                "max_requests": max_requests, "max_seconds": max_seconds, "rounds": rounds,
-                "direct_payload": how, "results": {},
-            }
-            rate = f" at {spec['token_delay'] * 1000:g} ms/token" if spec["token_delay"] else ""
-            log(f"\n== {'streaming' if stream else 'non-streaming'} chat, {spec['tokens']} tokens{rate}, concurrency "
-                f"{concurrency} ({max_requests} requests or {max_seconds:g} s per target, in {rounds} "
-                f"interleaved round{'s' if rounds > 1 else ''})")
-            log(HEADER)
-            acc = {name: {"records": [], "elapsed": 0.0, "cpu": {}} for name in targets}
-            failed: dict[str, str] = {}
-            warmup = (max(10, profile["warmup"][0] // rounds), profile["warmup"][1] / rounds)
-            for r in range(rounds):
-                for name in targets[r % len(targets):] + targets[:r % len(targets)]:
-                    if name in failed:
-                        continue
-                    target = make_target(stack, name, pool, stream, payload)
-                    try:
-                        records, elapsed, cpu = measure_slice(
-                            stack, target, concurrency, max(1, max_requests // rounds), max_seconds / rounds,
-                            warmup)
-                    except Exception as exc:  # noqa: BLE001 - report and go on
-                        failed[name] = f"{type(exc).__name__}: {exc}"
-                        log(traceback.format_exc())
-                        continue
-                    acc[name]["records"] += records
-                    acc[name]["elapsed"] += elapsed
-                    for k, v in cpu.items():
-                        acc[name]["cpu"][k] = acc[name]["cpu"].get(k, 0.0) + v
-            for name in targets:
-                if name in failed:
-                    result = {"failed": failed[name]}
-                else:
-                    a = acc[name]
-                    result = summarize_target(name, stream, concurrency, a["records"], a["elapsed"], a["cpu"])
-                scenario["results"][name] = result
-                log(format_row(name, result, stream))
-            log(format_ratios(scenario))
-            scenarios.append(scenario)
+            for kind in stack.kinds:
+                scenarios.append(run_scenario(stack, profile, targets, rounds, kind, pool, stream, concurrency,
+                                              *payloads[kind]))
     return scenarios
+
+
+def run_scenario(stack: Stack, profile: dict, targets: tuple[str, ...], rounds: int, kind: str, pool: str,
+                 stream: bool, concurrency: int, payload: dict, how: str) -> dict:
+    """One scenario on one worker kind: every target, in interleaved rounds."""
+    max_requests, max_seconds = profile["bounds"][concurrency]
+    spec = stack.pools[kind][pool]
+    scenario = {
+        "name": f"{'stream' if stream else 'chat'}-c{concurrency}", "workers": kind, "model": spec["model"],
+        "stream": stream,
+        "concurrency": concurrency, "tokens": spec["tokens"], "token_delay_s": spec["token_delay"],
+        "max_requests": max_requests, "max_seconds": max_seconds, "rounds": rounds,
+        "direct_payload": how, "results": {},
+    }
+    rate = f" at {spec['token_delay'] * 1000:g} ms/token" if spec["token_delay"] else ""
+    log(f"\n== [{kind} workers] {'streaming' if stream else 'non-streaming'} chat, {spec['tokens']} tokens{rate}, "
+        f"concurrency {concurrency} ({max_requests} requests or {max_seconds:g} s per target, in {rounds} "
+        f"interleaved round{'s' if rounds > 1 else ''})")
+    log(HEADER)
+    acc = {name: {"records": [], "elapsed": 0.0, "cpu": {}} for name in targets}
+    failed: dict[str, str] = {}
+    warmup = (max(10, profile["warmup"][0] // rounds), profile["warmup"][1] / rounds)
+    for r in range(rounds):
+        for name in targets[r % len(targets):] + targets[:r % len(targets)]:
+            if name in failed:
+                continue
+            target = make_target(stack, name, kind, pool, stream, payload)
+            try:
+                records, elapsed, cpu = measure_slice(
+                    stack, target, kind, concurrency, max(1, max_requests // rounds), max_seconds / rounds,
+                    warmup)
+            except Exception as exc:  # noqa: BLE001 - report and go on
+                failed[name] = f"{type(exc).__name__}: {exc}"
+                log(traceback.format_exc())
+                continue
+            acc[name]["records"] += records
+            acc[name]["elapsed"] += elapsed
+            for k, v in cpu.items():
+                acc[name]["cpu"][k] = acc[name]["cpu"].get(k, 0.0) + v
+    for name in targets:
+        if name in failed:
+            result = {"failed": failed[name]}
+        else:
+            a = acc[name]
+            result = summarize_target(name, stream, concurrency, a["records"], a["elapsed"], a["cpu"])
+        scenario["results"][name] = result
+        log(format_row(name, result, stream))
+    log(format_ratios(scenario))
+    return scenario
 
 
 def run_hold(stack: Stack, profile: dict, ramp: tuple[int, ...], max_seconds: float) -> dict:
     """Open N streams at once on the gateway (long ones, so they overlap); ramp N until errors or not all held."""
-    spec = stack.pools["hold"]
-    target = make_target(stack, "gateway", "hold", True, {})
+    kind = stack.hold_kind
+    spec = stack.pools[kind]["hold"]
+    target = make_target(stack, "gateway", kind, "hold", True, {})
     group = stack.groups["gateway"]
     ideal_s = spec["tokens"] * spec["token_delay"]
-    log(f"\n== concurrent streams on the gateway: {spec['tokens']} tokens at {spec['token_delay'] * 1000:g} ms/token "
+    log(f"\n== concurrent streams on the gateway [{kind} workers]: {spec['tokens']} tokens at {spec['token_delay'] * 1000:g} ms/token "
         f"(~{ideal_s:.1f} s each), N = {', '.join(map(str, ramp))}")
     log(f"{'N':>6} {'ok':>6} {'errors':>6} {'held':>5} {'peak':>6} {'TTFT p50':>9} {'TTFT max':>9} "
         f"{'dur p50':>8} {'dur p99':>8} {'gw cpu s':>8} {'other':>6} {'gw RSS peak/process MB':>24}")
@@ -162,7 +187,7 @@ def run_hold(stack: Stack, profile: dict, ramp: tuple[int, ...], max_seconds: fl
             result = {"streams": n, "ok": 0, "errors": n, "error_kinds": {f"exc:{type(exc).__name__}": n},
                       "all_held": False, "peak_concurrent": 0, "failed": repr(exc)}
             log(traceback.format_exc())
-        result["cpu_s"] = CpuMeter.delta(before, stack.cpu.snapshot())
+        result["cpu_s"] = kind_cpu(CpuMeter.delta(before, stack.cpu.snapshot()), kind)
         result["gateway_peak_rss_mb"] = {str(pid): round(kib / 1024, 1) for pid, kib in group.peak_rss_kib.items()}
         steps.append(result)
         rss = "/".join(f"{v:.0f}" for v in result["gateway_peak_rss_mb"].values())
@@ -175,12 +200,14 @@ def run_hold(stack: Stack, profile: dict, ramp: tuple[int, ...], max_seconds: fl
             log(f"       errors: {result['error_kinds']}")
         # Let the streams the gateway may still be closing end before the next step.
         wait_until("the hold workers to finish their streams",
-                   lambda: all(s["open_streams"] == 0 for s in stack.worker_stats("hold")), timeout=30, interval=0.2)
+                   lambda: all(s["open_streams"] == 0 for s in stack.worker_stats(kind, "hold")), timeout=30,
+                   interval=0.2)
         if result["errors"] or not result["all_held"]:
             break
     held = [s["streams"] for s in steps if s["errors"] == 0 and s["all_held"]]
     zero_error = [s["streams"] for s in steps if s["errors"] == 0]
-    return {"tokens": spec["tokens"], "token_delay_s": spec["token_delay"], "ramp": list(ramp), "steps": steps,
+    return {"workers": kind, "tokens": spec["tokens"], "token_delay_s": spec["token_delay"], "ramp": list(ramp),
+            "steps": steps,
             "max_held_zero_errors": max(held, default=0), "max_zero_errors": max(zero_error, default=0)}
 
 
@@ -230,7 +257,7 @@ def versions(stack: Stack | None) -> dict:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
-    parser.add_argument("--quick", action="store_true", help="a short smoke run (< 1 min)")
+    parser.add_argument("--quick", action="store_true", help="a short smoke run (about 1 min)")
     parser.add_argument("--out", default=str(BENCH / "results"), help="directory for the JSON and PNG results")
     parser.add_argument("--gateway-env", action="append", default=[], metavar="KEY=VALUE",
                         help="environment for the gateway on top of its defaults (repeatable), e.g. "
@@ -238,6 +265,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--gateway-config", default="gunicorn.conf.py",
                         help="gunicorn config file for the gateway, relative to the repository (experiments only)")
     parser.add_argument("--targets", default=",".join(TARGETS), help="which of direct,fastchat,gateway to measure")
+    parser.add_argument("--workers", default=",".join(KINDS),
+                        help="worker kinds, the first being the headline: fastchat-code (FastChat's own worker code, "
+                             "generation faked), simulated (bench/simworker)")
+    parser.add_argument("--hold-workers", choices=tuple(KINDS), default=HEADLINE,
+                        help="the worker kind of the concurrent-stream test")
     parser.add_argument("--concurrency", help="comma-separated concurrencies (default 1,16,64)")
     parser.add_argument("--hold-ramp", help="comma-separated stream counts for the concurrent-stream test "
                                             "(default 250,500,1000,1500,2000; 'none' skips it)")
@@ -261,6 +293,9 @@ def main(argv: list[str] | None = None) -> int:
         ramp = () if args.hold_ramp == "none" else tuple(int(n) for n in args.hold_ramp.split(","))
     hold_max = args.hold_max_seconds or (20.0 if args.quick else 150.0)
     targets = tuple(t for t in args.targets.split(",") if t)
+    kinds = tuple(k for k in args.workers.split(",") if k)
+    if set(kinds) - set(KINDS) or not kinds:
+        raise SystemExit(f"--workers: choose among {', '.join(KINDS)}")
     unknown = set(targets) - set(TARGETS)
     if unknown:
         raise SystemExit(f"unknown targets: {sorted(unknown)}")
@@ -275,15 +310,16 @@ def main(argv: list[str] | None = None) -> int:
     log(f"fastchat-gateway benchmark ({'quick' if args.quick else 'full'}); logs in {run_dir}; "
         f"RLIMIT_NOFILE {nofile[0]}")
     stack = Stack(run_dir, profile, gateway_env, gateway_config=str(REPO_ROOT / args.gateway_config),
-                  with_fastchat="fastchat" in targets)
+                  with_fastchat="fastchat" in targets, kinds=kinds,
+                  hold_kind=(args.hold_workers if args.hold_workers in kinds else kinds[0])
+                  if ramp and "gateway" in targets else None)
     ok = False
     loadavg_start = loadavg()
     try:
         stack.start()
         scenarios = run_scenarios(stack, profile, targets, args.rounds or profile["rounds"])
         hold = run_hold(stack, profile, ramp, hold_max) if ramp and "gateway" in targets else None
-        memory = {name: stack.groups[name].memory() for name in ("gateway", "fastchat_server", "controller",
-                                                                  "workers")}
+        memory = {name: group.memory() for name, group in stack.groups.items()}
         result = {
             "meta": {
                 "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
@@ -292,17 +328,25 @@ def main(argv: list[str] | None = None) -> int:
                 "loadavg": {"start": loadavg_start, "end": loadavg()},
                 "gateway_settings": stack.gateway_settings, "gateway_env_overrides": gateway_env,
                 "gateway_config": args.gateway_config,
-                "pools": stack.pools, "message": MESSAGE, "loopback_only": True,
+                "pools": stack.pools, "worker_kinds": list(kinds), "headline_workers": kinds[0],
+                "hold_workers": stack.hold_kind, "message": MESSAGE, "loopback_only": True,
                 "notes": "All processes share this machine's CPUs with the load generator; CPU seconds are "
                          "user+system time of each process during each measurement (gateway = gunicorn master + "
-                         "workers). TTFT = send -> first content token. Held streams = every stream had its "
-                         "first token before any of them ended, zero errors.",
+                         "workers). Server CPU per 1,000 chunks = its CPU seconds during a streamed measurement "
+                         "x 1,000 / the content chunks (SSE events with non-empty content) the load generator "
+                         "received. TTFT = send -> first content token. Held streams = every stream had its "
+                         "first token before any of them ended, zero errors. fastchat-code workers = fschat's "
+                         "FastAPI worker app (bench/fastchat_worker.py); simulated = bench/simworker.",
             },
             "scenarios": scenarios,
             "hold": hold,
             "memory": memory,
         }
-        result["targets"] = evaluate(scenarios, hold, memory)
+        headline = [s for s in scenarios if s["workers"] == kinds[0]]
+        result["targets"] = evaluate_issue15(headline, hold if stack.hold_kind == kinds[0] else None)
+        if "simulated" in kinds:
+            result["targets_issue6"] = evaluate([s for s in scenarios if s["workers"] == "simulated"], hold,
+                                                {"gateway": memory["gateway"]})
         result["meta"]["duration_s"] = round(time.monotonic() - t0, 1)
         print_summary(result)
         json_path = out_dir / f"{stem}.json"

@@ -1,4 +1,5 @@
-"""The benchmark's chart: throughput and latency by concurrency, direct / FastChat / gateway side by side.
+"""The benchmark's chart: throughput and latency by concurrency, direct / FastChat / gateway side by side, one
+block of two rows per worker kind (the headline first).
 
     python -m bench.chart bench/results/benchmark.json bench/results/benchmark.png
 """
@@ -10,6 +11,7 @@ from pathlib import Path
 
 COLORS = {"direct": "#9e9e9e", "fastchat": "#e8833a", "gateway": "#2a6fdb"}
 LABELS = {"direct": "workers directly (limit)", "fastchat": "FastChat openai_api_server", "gateway": "fastchat-gateway"}
+KIND_LABELS = {"fastchat-code": "FastChat-code workers", "simulated": "simulated workers"}
 
 
 def _value(result: dict, *keys):
@@ -48,22 +50,29 @@ def make_chart(result: dict, path: str | Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    chat = [s for s in result["scenarios"] if not s["stream"]]
-    stream = [s for s in result["scenarios"] if s["stream"]]
-    fig, axes = plt.subplots(2, 3, figsize=(15, 8.5))
-    if chat:
-        tokens = chat[0]["tokens"]
-        _bars(axes[0][0], chat, ("rps",), f"non-streaming chat ({tokens} tokens): throughput", "requests/s",
-              log=True)
-        _bars(axes[0][1], chat, ("latency_ms", "p50"), "non-streaming: p50 latency", "ms", log=True)
-        _bars(axes[0][2], chat, ("latency_ms", "p99"), "non-streaming: p99 latency", "ms", log=True)
-    if stream:
-        s0 = stream[0]
-        rate = f" at {s0['token_delay_s'] * 1000:g} ms/token" if s0.get("token_delay_s") else ""
-        _bars(axes[1][0], stream, ("rps",), f"streaming chat ({s0['tokens']} tokens{rate}): throughput",
-              "streams/s")
-        _bars(axes[1][1], stream, ("latency_ms", "p50"), "streaming: p50 latency (whole stream)", "ms", log=True)
-        _bars(axes[1][2], stream, ("ttft_ms", "p50"), "streaming: p50 time to first token", "ms", log=True)
+    scenarios = result["scenarios"]
+    kinds = list(dict.fromkeys(s.get("workers", "simulated") for s in scenarios)) or ["simulated"]
+    fig, axes = plt.subplots(2 * len(kinds), 3, figsize=(15, 8.5 * len(kinds)), squeeze=False)
+    for k, kind in enumerate(kinds):
+        of_kind = [s for s in scenarios if s.get("workers", "simulated") == kind]
+        chat = [s for s in of_kind if not s["stream"]]
+        stream = [s for s in of_kind if s["stream"]]
+        row = axes[2 * k], axes[2 * k + 1]
+        who = f"[{KIND_LABELS.get(kind, kind)}] "
+        if chat:
+            tokens = chat[0]["tokens"]
+            _bars(row[0][0], chat, ("rps",), f"{who}non-streaming chat ({tokens} tokens): throughput", "requests/s",
+                  log=True)
+            _bars(row[0][1], chat, ("latency_ms", "p50"), f"{who}non-streaming: p50 latency", "ms", log=True)
+            _bars(row[0][2], chat, ("latency_ms", "p99"), f"{who}non-streaming: p99 latency", "ms", log=True)
+        if stream:
+            s0 = stream[0]
+            rate = f" at {s0['token_delay_s'] * 1000:g} ms/token" if s0.get("token_delay_s") else ""
+            _bars(row[1][0], stream, ("rps",), f"{who}streaming chat ({s0['tokens']} tokens{rate}): throughput",
+                  "streams/s")
+            _bars(row[1][1], stream, ("latency_ms", "p50"), f"{who}streaming: p50 latency (whole stream)", "ms",
+                  log=True)
+            _bars(row[1][2], stream, ("ttft_ms", "p50"), f"{who}streaming: p50 time to first token", "ms", log=True)
     handles, labels = axes[0][0].get_legend_handles_labels()
     fig.legend(handles, labels, loc="upper center", ncol=3, frameon=False, fontsize=9)
     meta = result.get("meta", {})
@@ -77,7 +86,7 @@ def make_chart(result: dict, path: str | Path) -> None:
     if hold:
         note += f"; held {hold.get('max_held_zero_errors', 0)} concurrent streams with zero errors"
     fig.text(0.5, 0.005, note, ha="center", fontsize=8, color="#555555")
-    fig.tight_layout(rect=(0, 0.02, 1, 0.95))
+    fig.tight_layout(rect=(0, 0.02 / len(kinds), 1, 1 - 0.05 / len(kinds)))
     fig.savefig(path, dpi=110)
     plt.close(fig)
 

@@ -3,10 +3,10 @@
     make profile                                         # = .venv/bin/python -m bench.profile_gateway
     make profile PROFILE_ARGS="--stream --concurrency 64"
 
-Starts the benchmark's FastChat controller and simulated workers and the gateway with its default settings (no
-FastChat API server), runs one closed-loop load against the gateway while py-spy records one of its gunicorn
-workers (the load is spread evenly over them), and prints the share of the samples by package (the frame that
-was running) and by function (frames below it included). `--gil` (the default) samples only while a thread holds
+Starts the benchmark's FastChat controller and workers (--workers: fastchat-code, the default, or simulated) and the
+gateway with its default settings (no FastChat API server), runs one closed-loop load against the gateway while
+py-spy records one of its gunicorn workers (the load is spread evenly over them), and prints the share of the
+samples by package (the frame that was running) and by function (frames below it included). `--gil` (the default) samples only while a thread holds
 the GIL, which is the Python half of the cost; the kernel's half (thread switches, system calls) needs `perf`.
 The collapsed stacks are kept (`--out`) for flame graph tools. py-spy must be allowed to ptrace the worker.
 """
@@ -82,6 +82,8 @@ def main(argv: list[str] | None = None) -> int:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--stream", action="store_true", help="streamed chat (64 tokens at 1 ms/token)")
     parser.add_argument("--concurrency", type=int, default=16)
+    parser.add_argument("--workers", choices=("fastchat-code", "simulated"), default="fastchat-code",
+                        help="the worker kind behind the gateway (bench/stack.py)")
     parser.add_argument("--seconds", type=float, default=10.0, help="how long to load and sample")
     parser.add_argument("--rate", type=int, default=250, help="py-spy samples per second")
     parser.add_argument("--all-threads", action="store_true",
@@ -102,11 +104,11 @@ def main(argv: list[str] | None = None) -> int:
     loadgen.raise_nofile_limit()
     run_dir = Path(tempfile.mkdtemp(prefix="fastchat-gateway-profile-"))
     stack = Stack(run_dir, dict(benchmark.PROFILES["full"]), benchmark.parse_env(args.gateway_env),
-                            with_fastchat=False)
+                  with_fastchat=False, kinds=(args.workers,))
     try:
         stack.start()
         pool = "stream" if args.stream else "chat"
-        target = benchmark.make_target(stack, "gateway", pool, args.stream, {})
+        target = benchmark.make_target(stack, "gateway", args.workers, pool, args.stream, {})
         loadgen.run_load(target, args.concurrency, 10 * args.concurrency, 2.0)  # warm: connections, caches
         worker = psutil.Process(stack.gateway.proc.pid).children()[0].pid
         command = [py_spy, "record", "--format", "raw", "--output", str(out), "--rate", str(args.rate),

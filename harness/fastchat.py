@@ -214,3 +214,59 @@ def wait_registered(controller_address: str, model: str, timeout: float = 15) ->
         return model in requests.post(f"{controller_address}/list_models", timeout=5).json()["models"]
 
     wait_until(f"{model} registered with the controller at {controller_address}", listed, timeout=timeout)
+
+
+class FastChatCodeWorker:
+    """A benchmark worker built on FastChat's own worker code (``bench/fastchat_worker.py``: fschat's FastAPI worker
+    app and BaseModelWorker under uvicorn, generation faked by the simulated model), run with FastChat's python from
+    the repository root; registered with ``controller`` (heartbeat every ``heartbeat`` s) unless it is None.
+
+    ``args`` are bench/fastchat_worker.py's flags (``--tokens``, ``--token-delay``, ``--generator`` ...).
+    ``wait=False`` returns at once (start several, then ``wait_ready()`` on each). The same interface as
+    harness.simworkers.SimulatedWorker where the benchmark needs it: ``stats()``, ``payloads()``, ``reset()``."""
+
+    def __init__(self, python: str | os.PathLike, run_dir: str | os.PathLike, *args: str,
+                 controller: str | None = None, model: str = "bench-model", name: str = "fastchat-code-worker",
+                 heartbeat: float = 45, wait: bool = True) -> None:
+        self.port = free_port()
+        self.address = f"http://127.0.0.1:{self.port}"
+        self.model = model
+        self.name = name
+        cmd = [str(python), "-m", "bench.fastchat_worker", "--host", "127.0.0.1", "--port", str(self.port),
+               "--model-names", model, *args]
+        cmd += ["--controller-address", controller] if controller else ["--no-register"]
+        # FastChat reads its heartbeat interval from the environment when fastchat.constants is imported.
+        env = fastchat_env(run_dir, FASTCHAT_WORKER_HEART_BEAT_INTERVAL=str(int(heartbeat)))
+        env["PYTHONPATH"] = str(REPO_ROOT)  # bench.simworker.generation, from this checkout
+        self.proc = Proc(cmd, log_dir=run_dir, name=name, env=env, cwd=REPO_ROOT)
+        if wait:
+            self.wait_ready()
+
+    def wait_ready(self, timeout: float = 30) -> None:
+        try:
+            self.proc.wait_http(f"{self.address}/worker_get_status", timeout, method="POST",
+                                ok=lambda r: r.status_code == 200 and "model_names" in r.json())
+        except BaseException:
+            self.proc.stop()
+            raise
+
+    def post(self, path: str, json: object = None, timeout: float = 30) -> requests.Response:
+        return requests.post(self.address + path, json=json, timeout=timeout)
+
+    def stats(self) -> dict:
+        return requests.get(f"{self.address}/sim/stats", timeout=5).json()
+
+    def payloads(self) -> list[dict]:
+        return self.stats()["generate_payloads"]
+
+    def reset(self) -> None:
+        requests.post(f"{self.address}/sim/reset", timeout=5).raise_for_status()
+
+    def stop(self, grace: float = 5.0) -> int | None:
+        return self.proc.stop(grace)
+
+    def __enter__(self) -> FastChatCodeWorker:
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.stop()

@@ -8,6 +8,9 @@ import re
 from harness import sse
 
 _ERROR_RE = re.compile(rb'(?<!\\)"error(?:_code)?"\s*:\s*(?!0[,}\s])')
+# A chunk that carries content: a non-empty "content" (chat delta) or "text" (completion) string. A quote inside
+# content is escaped, so the pattern cannot match inside a string.
+_CONTENT_RE = re.compile(rb'"(?:content|text)"\s*:\s*"(?!")')
 
 
 class OpenAIJSONHandler:
@@ -47,7 +50,7 @@ class WorkerJSONHandler(OpenAIJSONHandler):
 class SSEHandler:
     """OpenAI server-sent events, split by harness.sse.Reader (lenient: any SSE framing): JSON is decoded until
     the first content, later events are only scanned for error objects."""
-    __slots__ = ("reader", "ttft", "error", "bad", "events")
+    __slots__ = ("reader", "ttft", "error", "bad", "events", "chunks")
 
     def __init__(self):
         self.reader = sse.Reader(lenient=True)
@@ -55,6 +58,7 @@ class SSEHandler:
         self.error = False
         self.bad = False
         self.events = 0
+        self.chunks = 0  # events that carry content: the chunks the server relayed
 
     def feed(self, data: bytes, now: float) -> None:
         if self.bad:
@@ -68,11 +72,14 @@ class SSEHandler:
         if self.ttft is None:
             for i, payload in enumerate(payloads):
                 if payload != sse.DONE and self._event(payload, now):
+                    self.chunks += 1
                     payloads = payloads[i + 1:]
                     break
             else:
                 return
         for payload in payloads:
+            if _CONTENT_RE.search(payload):
+                self.chunks += 1
             if b'"error' in payload and _ERROR_RE.search(payload):
                 self.error = True
 

@@ -49,7 +49,8 @@ async def _one(conn: Connection, target: Target, timeout: float) -> tuple:
     except Exception as exc:  # noqa: BLE001 - a benchmark reports, it does not crash
         error = f"exc:{type(exc).__name__}"
         conn.close()
-    return (t0, handler.ttft, time.perf_counter(), error, getattr(handler, "events", 0))
+    return (t0, handler.ttft, time.perf_counter(), error, getattr(handler, "events", 0),
+            getattr(handler, "chunks", 0))
 
 
 async def _client(conn: Connection, target: Target, budget: list, deadline: float, timeout: float,
@@ -132,7 +133,7 @@ async def run_hold_async(target: Target, streams: int, *, timeout: float = 120.0
         connect_s = time.perf_counter() - t_connect
         started = time.perf_counter()
         records = await asyncio.gather(*(_one(c, target, timeout) for c in conns if c.open))
-        records = list(records) + [(started, None, started, kind, 0)
+        records = list(records) + [(started, None, started, kind, 0, 0)
                                    for kind, count in connect_errors.items() for _ in range(count)]
     finally:
         stop.set()

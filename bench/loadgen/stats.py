@@ -37,7 +37,8 @@ def measured_seconds(records: list[tuple], started: float) -> float:
 
 
 def summarize(records: list[tuple], elapsed: float, stream: bool) -> LoadResult:
-    """Summary of (send, first token, end, error, events) records measured over ``elapsed`` seconds."""
+    """Summary of (send, first token, end, error, events, content chunks) records measured over ``elapsed``
+    seconds. ``content_chunks`` counts every record's (a failed stream's chunks were relayed too)."""
     ok = [r for r in records if r[3] is None]
     errors = collections.Counter(r[3] for r in records if r[3] is not None)
     elapsed = max(elapsed, 1e-9)
@@ -49,4 +50,6 @@ def summarize(records: list[tuple], elapsed: float, stream: bool) -> LoadResult:
     if stream:
         result["ttft_ms"] = dist_ms([r[1] - r[0] for r in ok if r[1] is not None])
         result["events_per_stream"] = round(sum(r[4] for r in ok) / len(ok), 2) if ok else None
+        result["content_chunks"] = sum(r[5] for r in records)
+        result["content_chunks_per_stream"] = round(sum(r[5] for r in ok) / len(ok), 2) if ok else None
     return result

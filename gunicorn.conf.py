@@ -97,6 +97,15 @@ def on_starting(server):
             os.remove(os.path.join(metrics_dir, name))
 
 
+def on_reload(server):
+    """SIGHUP: the new processes read API_KEYS_FILE again. Read it here first, so that when it is broken they start
+    with the keys the master read last (app.keys.files) rather than fail to boot, which would stop the server."""
+    try:
+        load_config()
+    except ConfigError as exc:
+        server.log.error("fastchat-gateway: %s; the new processes keep the keys read last", exc)
+
+
 def on_exit(server):
     if _own_metrics_dir:
         shutil.rmtree(os.environ["PROMETHEUS_MULTIPROC_DIR"], ignore_errors=True)

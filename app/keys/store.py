@@ -1,0 +1,99 @@
+"""Each process's current keys, re-read when API_KEYS_FILE changes, without a restart and without a request
+ever waiting for or failing because of the re-read.
+
+The file is looked at (one os.stat) on a request, at most once per `interval`; when its identity (inode, size,
+modification time) changed, it is read again. No thread of its own: an idle process has nothing to re-read for,
+and the gevent worker needs none. A file that fails to read or parse keeps the keys in use, once logged as an
+error and counted, until it changes again.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+from collections.abc import Sequence
+
+from app import metrics
+from app.keys import files
+from app.keys.model import KeyRing
+from app.settings import ConfigError
+
+logger = logging.getLogger(__name__)
+
+# A file changed twice within the file system's timestamp granularity can keep the same identity: one modified
+# this recently is read again at the next look (as git does with its "racily clean" index entries).
+_RACY_SECONDS = 2.0
+
+
+class KeyStore:
+    def __init__(self, env_keys: Sequence[str], path: str, *, interval: float = 1.0):
+        """Raises ConfigError when the file is broken and this process has no earlier keys to keep (the master
+        gunicorn forked it from read the file first: see files.last_good)."""
+        self.env_keys = tuple(env_keys)
+        self.path = path
+        self.interval = interval
+        self._lock = threading.Lock()
+        self._next_look = time.monotonic() + interval
+        self._identity = self._stat()
+        self._content: bytes | None = None
+        self._racy = False
+        try:
+            self._ring = self._read()
+        except ConfigError as exc:
+            kept = files.last_good(self.env_keys, path)
+            if kept is None:
+                raise
+            self._failed(exc)
+            self._ring = kept
+
+    def current(self) -> KeyRing:
+        """The keys in effect now; re-reads the file first when it is time to look and it changed. Requests that
+        arrive while another thread re-reads use the keys in effect until then."""
+        if self.path and time.monotonic() >= self._next_look and self._lock.acquire(blocking=False):
+            try:
+                self._next_look = time.monotonic() + self.interval
+                self._look()
+            finally:
+                self._lock.release()
+        return self._ring
+
+    def _look(self) -> None:
+        identity = self._stat()
+        if identity == self._identity and not self._racy:
+            return
+        self._identity = identity
+        try:
+            ring = self._read()
+        except ConfigError as exc:
+            self._failed(exc)
+            return
+        if ring is not None:
+            self._ring = ring
+            metrics.KEY_FILE_RELOADS.labels("ok").inc()
+            logger.info("API keys re-read from %s: %d keys", self.path, len(ring))
+
+    def _stat(self) -> tuple | None:
+        if not self.path:
+            return None
+        try:
+            status = os.stat(self.path)
+        except OSError:
+            return None
+        return status.st_dev, status.st_ino, status.st_size, status.st_mtime_ns
+
+    def _read(self) -> KeyRing | None:
+        """The file's keys; None when its bytes are those last read. Raises ConfigError."""
+        content = None
+        if self.path:
+            content = files.read_file(self.path)
+            self._racy = self._identity is not None and time.time() - self._identity[3] / 1e9 < _RACY_SECONDS
+            if content == self._content:
+                return None
+            self._content = content
+        return files.load_ring(self.env_keys, self.path, content)
+
+    def _failed(self, exc: ConfigError) -> None:
+        self._content = None  # so that the same bytes, once readable again, are read
+        metrics.KEY_FILE_RELOADS.labels("error").inc()
+        logger.error("%s; the keys in use are kept until the file is fixed", exc)

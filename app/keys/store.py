@@ -34,7 +34,7 @@ class KeyStore:
         self.path = path
         self.interval = interval
         self._lock = threading.Lock()
-        self._next_look = time.monotonic() + interval
+        self._looked = time.monotonic()
         self._identity = self._stat()
         self._content: bytes | None = None
         self._racy = False
@@ -50,9 +50,9 @@ class KeyStore:
     def current(self) -> KeyRing:
         """The keys in effect now; re-reads the file first when it is time to look and it changed. Requests that
         arrive while another thread re-reads use the keys in effect until then."""
-        if self.path and time.monotonic() >= self._next_look and self._lock.acquire(blocking=False):
+        if self.path and time.monotonic() - self._looked >= self.interval and self._lock.acquire(blocking=False):
             try:
-                self._next_look = time.monotonic() + self.interval
+                self._looked = time.monotonic()
                 self._look()
             finally:
                 self._lock.release()
@@ -94,6 +94,5 @@ class KeyStore:
         return files.load_ring(self.env_keys, self.path, content)
 
     def _failed(self, exc: ConfigError) -> None:
-        self._content = None  # so that the same bytes, once readable again, are read
         metrics.KEY_FILE_RELOADS.labels("error").inc()
         logger.error("%s; the keys in use are kept until the file is fixed", exc)

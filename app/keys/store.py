@@ -2,7 +2,7 @@
 ever waiting for or failing because of the re-read.
 
 The file is looked at (one os.stat) on a request, at most once per `interval`; when its identity (inode, size,
-modification time) changed, it is read again. No thread of its own: an idle process has nothing to re-read for,
+modification time) changed, and it has not been modified in the last 0.2 s, it is read again. No thread of its own: an idle process has nothing to re-read for,
 and the gevent worker needs none. A file that fails to read or parse keeps the keys in use, once logged as an
 error and counted, until it changes again.
 """
@@ -21,9 +21,10 @@ from app.settings import ConfigError
 
 logger = logging.getLogger(__name__)
 
-# A file changed twice within the file system's timestamp granularity can keep the same identity: one modified
-# this recently is read again at the next look (as git does with its "racily clean" index entries).
-_RACY_SECONDS = 2.0
+# A file modified this recently may be half written (an editor or `cat >` truncates, then writes): it is read at
+# a later look, once it has been left alone this long. This also makes two changes within the file system's
+# timestamp granularity show as a new identity.
+_SETTLE_NS = 200_000_000
 
 
 class KeyStore:
@@ -37,7 +38,6 @@ class KeyStore:
         self._looked = time.monotonic()
         self._identity = self._stat()
         self._content: bytes | None = None
-        self._racy = False
         try:
             self._ring = self._read()
         except ConfigError as exc:
@@ -60,18 +60,30 @@ class KeyStore:
 
     def _look(self) -> None:
         identity = self._stat()
-        if identity == self._identity and not self._racy:
+        if identity == self._identity:
             return
-        self._identity = identity
+        if identity is not None and time.time_ns() - identity[3] < _SETTLE_NS:
+            return  # being written, perhaps: look again next time
         try:
-            ring = self._read()
+            content = files.read_file(self.path)
+        except ConfigError as exc:
+            self._identity = identity
+            self._failed(exc)
+            return
+        if self._stat() != identity:
+            return  # written to while read: look again next time
+        self._identity = identity
+        if content == self._content:
+            return
+        self._content = content
+        try:
+            ring = files.load_ring(self.env_keys, self.path, content)
         except ConfigError as exc:
             self._failed(exc)
             return
-        if ring is not None:
-            self._ring = ring
-            metrics.KEY_FILE_RELOADS.labels("ok").inc()
-            logger.info("API keys re-read from %s: %d keys", self.path, len(ring))
+        self._ring = ring
+        metrics.KEY_FILE_RELOADS.labels("ok").inc()
+        logger.info("API keys re-read from %s: %d keys", self.path, len(ring))
 
     def _stat(self) -> tuple | None:
         if not self.path:
@@ -82,16 +94,11 @@ class KeyStore:
             return None
         return status.st_dev, status.st_ino, status.st_size, status.st_mtime_ns
 
-    def _read(self) -> KeyRing | None:
-        """The file's keys; None when its bytes are those last read. Raises ConfigError."""
-        content = None
+    def _read(self) -> KeyRing:
+        """Raises ConfigError."""
         if self.path:
-            content = files.read_file(self.path)
-            self._racy = self._identity is not None and time.time() - self._identity[3] / 1e9 < _RACY_SECONDS
-            if content == self._content:
-                return None
-            self._content = content
-        return files.load_ring(self.env_keys, self.path, content)
+            self._content = files.read_file(self.path)
+        return files.load_ring(self.env_keys, self.path, self._content)
 
     def _failed(self, exc: ConfigError) -> None:
         metrics.KEY_FILE_RELOADS.labels("error").inc()

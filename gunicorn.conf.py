@@ -97,6 +97,18 @@ def on_starting(server):
             os.remove(os.path.join(metrics_dir, name))
 
 
+def on_reload(server):
+    """SIGHUP: the new processes read API_KEYS_FILE again. Read it here first, so that when it is broken they start
+    with the keys the master read last (app.keys.files) rather than fail to boot, which would stop the server."""
+    from app.keys.files import load_ring
+
+    config = load_config()  # the environment, checked at start, does not change on SIGHUP
+    try:
+        load_ring(config["API_KEYS"], config["API_KEYS_FILE"])
+    except ConfigError as exc:
+        server.log.error("fastchat-gateway: %s; the new processes keep the keys read last", exc)
+
+
 def on_exit(server):
     if _own_metrics_dir:
         shutil.rmtree(os.environ["PROMETHEUS_MULTIPROC_DIR"], ignore_errors=True)

@@ -1,25 +1,30 @@
-"""API-key check for every route that is not explicitly public (fail closed: unknown paths need a key too)."""
+"""API-key check for every route that is not explicitly public (fail closed: unknown paths need a key too), and
+the key's model allow-list. The keys themselves (API_KEYS, API_KEYS_FILE, re-read when it changes): app.keys."""
 from __future__ import annotations
 
-import hashlib
 import hmac
+from collections.abc import Iterable
+from datetime import datetime, timezone
 
-from flask import Flask, current_app, request
+from flask import Flask, current_app, g, request
 
-from app.errors import invalid_api_key, missing_api_key
+from app.errors import api_key_expired, invalid_api_key, missing_api_key, model_not_found
+from app.keys.model import ApiKey, key_digest
+from app.keys.store import KeyStore
+from app.observability import current_record
 
 # Endpoints anyone may call: probes, metrics and the API description; none reaches a worker.
 PUBLIC_ENDPOINTS = frozenset({"health.health", "health.ready", "metrics.metrics", "openapi.openapi"})
 
 
-def _digest(key: str) -> bytes:
-    # Comparing fixed-size digests keeps the comparison time independent of key length and content.
-    return hashlib.sha256(key.encode("utf-8", "surrogateescape")).digest()
-
-
 def init_app(app: Flask) -> None:
-    """Check `Authorization: Bearer <key>` before every request when API_KEYS is set."""
-    app.extensions["api_key_digests"] = tuple(_digest(key) for key in app.config["API_KEYS"])
+    """Check `Authorization: Bearer <key>` before every request when API_KEYS or API_KEYS_FILE is set.
+
+    Raises ConfigError when API_KEYS_FILE cannot be read or has a problem (and no earlier keys are at hand)."""
+    store = KeyStore(app.config["API_KEYS"], app.config["API_KEYS_FILE"])
+    app.extensions["api_keys"] = store
+    # The digests of the keys at start: only digests are kept (the current ones: store.current().digests).
+    app.extensions["api_key_digests"] = store.current().digests
     app.before_request(require_api_key)
 
 
@@ -30,20 +35,45 @@ def _is_cors_preflight() -> bool:
 
 
 def require_api_key() -> None:
-    """Raise 401 unless the request carries one of the configured keys (saying so when it carries none at all);
-    a no-op when no keys are configured."""
-    digests = current_app.extensions["api_key_digests"]
-    if not digests or request.endpoint in PUBLIC_ENDPOINTS or _is_cors_preflight():
+    """Raise 401 unless the request carries one of the keys in effect and not expired (saying so when it carries
+    none at all); a no-op when no keys are configured. The key found is the request's (request_key)."""
+    ring = current_app.extensions["api_keys"].current()
+    if not ring.enabled or request.endpoint in PUBLIC_ENDPOINTS or _is_cors_preflight():
         return
     header = request.headers.get("Authorization", "")
     scheme, _, token = header.partition(" ")
-    offered = _digest(token.strip())
+    offered = key_digest(token.strip())
     # Compare against every key without stopping early (even when none was sent), so timing does not reveal
     # which key matched.
-    matched = False
-    for digest in digests:
-        matched |= hmac.compare_digest(offered, digest)
+    found: ApiKey | None = None
+    for candidate, stored in zip(ring.keys, ring.digests):
+        if hmac.compare_digest(offered, stored):
+            found = candidate
     if not header.strip() or (scheme.lower() == "bearer" and not token.strip()):
         raise missing_api_key()
-    if scheme.lower() != "bearer" or not token.strip() or not matched:
+    if scheme.lower() != "bearer" or not token.strip() or found is None:
         raise invalid_api_key()
+    current_record().key = found.name
+    if found.expired(datetime.now(timezone.utc)):
+        raise api_key_expired(found.expires.isoformat().replace("+00:00", "Z"))
+    g.api_key = found
+
+
+def request_key() -> ApiKey | None:
+    """The key the request was let in with; None when no key is needed (auth off, or a public endpoint)."""
+    return g.get("api_key")
+
+
+def require_model(model: str) -> None:
+    """404 model_not_found, word for word what a model no worker serves gets, when the request's key may not use
+    `model`: a client learns nothing about the models it may not use. Checked before any upstream call, for names
+    that exist and names that do not alike."""
+    allowed = request_key()
+    if allowed is not None and not allowed.may_use(model):
+        raise model_not_found(model)
+
+
+def visible_models(models: Iterable[dict]) -> list[dict]:
+    """The model cards (`id`) the request's key may use."""
+    allowed = request_key()
+    return [card for card in models if allowed is None or allowed.may_use(card["id"])]

@@ -7,6 +7,9 @@ gunicorn.conf.py from the repository as `make run` (`gunicorn -c gunicorn.conf.p
 A flag that is not given leaves its variable as it is in the environment, so environment-based configuration
 keeps working; `--print-env` shows the result without starting anything.
 
+`fastchat-gateway key-digest` is the one subcommand: it prints the SHA-256 digest of an API key, for a key file
+that holds no secrets (app.keys).
+
 The options that set one variable to their value (--controller-address, --workers, ...) are made from the settings
 that name them as their `flag`, with the setting's parser, meaning and default; the rest translate FastChat's
 forms (host and port, JSON lists, --ssl) and are written here.
@@ -14,6 +17,7 @@ forms (host and port, JSON lists, --ssl) and are written here.
 from __future__ import annotations
 
 import argparse
+import getpass
 import json
 import os
 import shlex
@@ -25,6 +29,7 @@ from gunicorn import util
 from gunicorn.app.base import Application
 
 import app as _app_package
+from app.keys.model import key_digest
 from app.settings import SETTINGS, Setting
 
 REPO_ROOT = Path(_app_package.__file__).resolve().parents[1]
@@ -56,7 +61,9 @@ def _epilog() -> str:
         ("--ssl", "checks SSL_KEYFILE and SSL_CERTFILE (made absolute); gunicorn.conf.py serves TLS\n"
                   + " " * 25 + "whenever both are set, even without --ssl"),
     ]
-    return ("Every option is translated into an environment variable read by the app or gunicorn.conf.py (see "
+    return ("Subcommand: fastchat-gateway key-digest [KEY] prints the SHA-256 digest of an API key, for "
+            "`sha256 = \"...\"`\nin a .toml API_KEYS_FILE (see README, API keys and policy).\n\n"
+            "Every option is translated into an environment variable read by the app or gunicorn.conf.py (see "
             "README,\nConfiguration); an option not given leaves its variable as it is in the environment.\n\n"
             + "".join(f"  {flag:<22} {meaning}\n" for flag, meaning in mapped)
             + "\nDeviation from FastChat: CORS is off unless --allowed-origins is given; FastChat allowed every "
@@ -281,7 +288,39 @@ def serve(config: Path, env: Mapping[str, str]) -> None:
     GatewayServer(config).run()
 
 
+# ---------------------------------------------------------------------------------------------- key-digest
+def build_key_digest_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="fastchat-gateway key-digest",
+        description="Print the SHA-256 digest of an API key, to write as `sha256 = \"<digest>\"` in a .toml "
+                    "API_KEYS_FILE, so that the file holds no secret. The key is read from standard input (one "
+                    "per line, each line's digest printed on its own; asked for without echo on a terminal) "
+                    "unless given as an argument, which other users of the machine can see in the process list.")
+    parser.add_argument("key", nargs="?", help="the key (default: read from standard input)")
+    return parser
+
+
+def key_digest_main(argv: Sequence[str]) -> int:
+    parser = build_key_digest_parser()
+    args = parser.parse_args(argv)
+    if args.key is not None:
+        keys = [args.key]
+    elif sys.stdin.isatty():
+        keys = [getpass.getpass("API key: ")]
+    else:
+        keys = sys.stdin.read().splitlines()
+    # Surrounding white space is what a client cannot send (the gateway strips it from the header): dropped here.
+    keys = [key.strip() for key in keys if key.strip()]
+    if not keys:
+        parser.error("no key given")
+    sys.stdout.write("".join(key_digest(key).hex() + "\n" for key in keys))
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] == ["key-digest"]:
+        return key_digest_main(argv[1:])
     parser = build_parser()
     args = parse_args(argv, parser)
     try:

@@ -7,6 +7,7 @@ import os
 from collections.abc import Mapping
 from typing import Any
 
+from app.keys.files import last_good, load_ring
 from app.settings import APP, SERVER, ConfigError, read
 
 __all__ = ["ConfigError", "load_config", "load_server_config"]
@@ -22,8 +23,13 @@ def load_config(environ: Mapping[str, str] | None = None, overrides: Mapping[str
     if environ.get("WORKER_ADDRESSES", "").strip() and environ.get("CONTROLLER_ADDRESS", "").strip():
         raise ConfigError("set WORKER_ADDRESSES (no controller) or CONTROLLER_ADDRESS, not both")
     config.update(overrides or {})
-    if config["API_KEYS_FILE"]:
-        config["API_KEYS"] = tuple(dict.fromkeys(config["API_KEYS"] + _read_keys(config["API_KEYS_FILE"])))
+    # Read now so that a broken key file stops the start with its problem (app.keys keeps it current later); a
+    # process forked from gunicorn's master after the file broke keeps the master's keys instead (app.keys.store).
+    try:
+        load_ring(config["API_KEYS"], config["API_KEYS_FILE"])
+    except ConfigError:
+        if last_good(config["API_KEYS"], config["API_KEYS_FILE"]) is None:
+            raise
     return config
 
 
@@ -34,11 +40,3 @@ def load_server_config(environ: Mapping[str, str] | None = None) -> dict:
         raise ConfigError("set both SSL_KEYFILE and SSL_CERTFILE, or neither")
     return config
 
-
-def _read_keys(path: str) -> tuple[str, ...]:
-    try:
-        with open(path, encoding="utf-8") as keys:
-            lines = [line.strip() for line in keys]
-    except OSError as exc:
-        raise ConfigError(f"invalid API_KEYS_FILE={path!r}: {exc.strerror}") from None
-    return tuple(line for line in lines if line and not line.startswith("#"))

@@ -77,6 +77,11 @@ def invalid_api_key() -> ApiError:
                     code="invalid_api_key", fastchat_code=ErrorCode.INVALID_AUTH_KEY, keep_status=True)
 
 
+def api_key_expired(expires: str) -> ApiError:
+    return ApiError(401, f"The API key provided expired at {expires}. Ask the gateway's operator for a new one.",
+                    code="invalid_api_key", fastchat_code=ErrorCode.INVALID_AUTH_KEY, keep_status=True)
+
+
 def model_not_found(model: str) -> ApiError:
     return ApiError(404, f"The model `{model}` does not exist.", param="model", code="model_not_found",
                     fastchat_code=ErrorCode.INVALID_MODEL)

@@ -28,6 +28,15 @@ PROMPT_TOKENS = Counter("fastchat_gateway_prompt_tokens_total", "Prompt tokens, 
 COMPLETION_TOKENS = Counter("fastchat_gateway_completion_tokens_total", "Generated tokens.", ["model"])
 UPSTREAM_ERRORS = Counter("fastchat_gateway_upstream_errors_total", "Controller and worker failures, by kind.",
                           ["upstream", "kind"])
+# By key name: the names are the operator's (API_KEYS_FILE), so the series are bounded; "-" when no key was
+# recognised or none is needed.
+KEY_REQUESTS = Counter("fastchat_gateway_key_requests_total", "Requests answered, by API key name and status.",
+                       ["key", "status"])
+KEY_TOKENS = Counter("fastchat_gateway_key_tokens_total", "Prompt and completion tokens, by API key name.",
+                     ["key", "kind"])
+KEY_FILE_RELOADS = Counter("fastchat_gateway_key_file_reloads_total",
+                           "Re-reads of a changed API_KEYS_FILE, by result (ok, or error: the keys in use were kept).",
+                           ["result"])
 STREAMS_IN_FLIGHT = Gauge("fastchat_gateway_streams_in_flight", "Streamed responses being sent.",
                           multiprocess_mode="livesum")
 

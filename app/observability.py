@@ -30,6 +30,7 @@ class RequestRecord:
     remote: str | None
     started: float = field(default_factory=time.perf_counter)
     model: str | None = None
+    key: str | None = None  # the API key's name (app.auth), never the key
     stream: bool = False
     usage: dict | None = None
     stream_error: str | None = None
@@ -54,16 +55,21 @@ class RequestRecord:
         model = "" if status in _UNLABELLED_STATUSES or not self.model else self.model
         metrics.REQUESTS.labels(self.route, model, str(status)).inc()
         metrics.LATENCY.labels(self.route).observe(duration)
+        key = self.key or "-"
+        metrics.KEY_REQUESTS.labels(key, str(status)).inc()
         usage = self.usage or {}
         prompt_tokens, completion_tokens = usage.get("prompt_tokens"), usage.get("completion_tokens")
         if model and isinstance(prompt_tokens, int):
             metrics.PROMPT_TOKENS.labels(model).inc(prompt_tokens)
+            metrics.KEY_TOKENS.labels(key, "prompt").inc(prompt_tokens)
         if model and isinstance(completion_tokens, int):
             metrics.COMPLETION_TOKENS.labels(model).inc(completion_tokens)
+            metrics.KEY_TOKENS.labels(key, "completion").inc(completion_tokens)
         ttft = f"{self.time_to_first_token * 1000:.1f}" if self.time_to_first_token is not None else "-"
         access_log.info(
-            "request_id=%s remote=%s method=%s route=%s model=%s status=%s stream=%s duration_ms=%.1f ttft_ms=%s "
-            "prompt_tokens=%s completion_tokens=%s%s", self.request_id, self.remote or "-", self.method, self.route,
+            "request_id=%s remote=%s key=%s method=%s route=%s model=%s status=%s stream=%s duration_ms=%.1f "
+            "ttft_ms=%s prompt_tokens=%s completion_tokens=%s%s", self.request_id, self.remote or "-", key,
+            self.method, self.route,
             _printable(self.model) if self.model else "-", status, str(self.stream).lower(), duration * 1000, ttft,
             prompt_tokens if prompt_tokens is not None else "-",
             completion_tokens if completion_tokens is not None else "-",

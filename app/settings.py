@@ -149,9 +149,12 @@ _DECLARED = [
             "`CONTROLLER_ADDRESS`)", flag="--worker-addresses"),
     Setting("WORKER_STATUS_INTERVAL", _seconds, 5.0,
             "without a controller: how often each listed worker's `/worker_get_status` is polled", unit="s"),
-    Setting("API_KEYS", _list, (), "comma-separated accepted keys; empty (and no `API_KEYS_FILE`) disables auth",
-            flag="--api-keys"),
-    Setting("API_KEYS_FILE", _text, "", "a file of more accepted keys, one per line, `#` comments"),
+    Setting("API_KEYS", _list, (), "comma-separated accepted keys (named `key-1`, `key-2`, ... in logs and "
+            "metrics); empty, and no `API_KEYS_FILE`, disables auth", flag="--api-keys"),
+    Setting("API_KEYS_FILE", _text, "",
+            "a file of more accepted keys, re-read when it changes: a `.toml` file of named keys with their models "
+            "and expiry (see API keys and policy), or any other name: one key per line (named `line-N`), `#` "
+            "comments"),
     Setting("CONTROLLER_CONNECT_TIMEOUT", _seconds, 3.0, "connecting to the controller", unit="s"),
     Setting("CONTROLLER_READ_TIMEOUT", _seconds, 30.0, "waiting for a controller reply", unit="s"),
     Setting("WORKER_CONNECT_TIMEOUT", _seconds, 3.0, "connecting to a worker", unit="s"),

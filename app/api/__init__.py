@@ -9,6 +9,7 @@ from flask import Flask, Response, current_app, jsonify, request
 from marshmallow import Schema, ValidationError
 from werkzeug.exceptions import RequestEntityTooLarge
 
+from app.auth import require_model
 from app.errors import from_validation, invalid_request
 from app.images.rules import ImageRules
 from app.schemas.chat import ChatCompletionRequestSchema, FastChatChatCompletionRequestSchema
@@ -58,6 +59,7 @@ def reply(params: dict, create: Callable[[dict, Cluster], dict],
     access log counts)."""
     record = current_record()
     record.model = params["model"]
+    require_model(params["model"])  # again: a view may have taken the model from elsewhere (the path)
     if current_app.config["LOG_REQUEST_BODIES"]:
         # Images (app.images.parts) print as placeholders such as <image/png 12345 bytes>, never their data.
         logger.info("request_id=%s body=%s", record.request_id, json.dumps(params, ensure_ascii=False, default=repr))
@@ -93,4 +95,14 @@ def load_body(schema_name: str) -> dict:
         raise from_validation(exc) from None
     if isinstance(params, dict) and "messages" in params:
         params["body_bytes"] = len(body)  # image URLs fetched later count toward the same limit
+    for model in _models_named(params):
+        require_model(model)  # the one check of the key's allow-list for every endpoint that takes a model
     return params
+
+
+def _models_named(params) -> list[str]:
+    """The models a request names: its `model`, or each of token_check's prompts' `model`."""
+    if not isinstance(params, dict):
+        return []
+    items = [params, *(item for item in params.get("prompts") or () if isinstance(item, dict))]
+    return [item["model"] for item in items if isinstance(item.get("model"), str)]

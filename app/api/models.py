@@ -2,6 +2,7 @@
 from flask import Blueprint, jsonify
 
 from app.api import get_cluster
+from app.auth import require_model, visible_models
 from app.documented import UPSTREAM_ERRORS, documented
 from app.serving import models
 
@@ -13,9 +14,10 @@ bp = Blueprint("models", __name__, url_prefix="/v1")
 def list_models():
     """List models
 
-    Every model some worker serves, sorted by name.
+    Every model some worker serves (and the API key may use), sorted by name.
     """
-    return jsonify(models.list_models(get_cluster()))
+    listing = models.list_models(get_cluster())
+    return jsonify({**listing, "data": visible_models(listing["data"])})
 
 
 @bp.get("/models/<path:model>")
@@ -25,4 +27,5 @@ def retrieve_model(model: str):
 
     One model; 404 `model_not_found` when no worker serves it.
     """
+    require_model(model)
     return jsonify(models.retrieve_model(model, get_cluster()))

@@ -62,6 +62,8 @@ FORBIDDEN = [  # every endpoint that takes a model, asked for one the key may no
     ("post", "/api/v1/token_check", {"prompts": [{"model": MODEL, "prompt": "a", "max_tokens": 1},
                                                  {"model": "secret-model", "prompt": "b", "max_tokens": 1}]}),
     ("get", "/v1/models/secret-model", None),
+    ("post", "/v1/responses", {"model": "secret-model", "input": "Hi"}),
+    ("post", "/v1/responses", {"model": "secret-model", "input": "Hi", "stream": True}),
 ]
 
 

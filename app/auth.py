@@ -23,8 +23,6 @@ def init_app(app: Flask) -> None:
     Raises ConfigError when API_KEYS_FILE cannot be read or has a problem (and no earlier keys are at hand)."""
     store = KeyStore(app.config["API_KEYS"], app.config["API_KEYS_FILE"])
     app.extensions["api_keys"] = store
-    # The digests of the keys at start: only digests are kept (the current ones: store.current().digests).
-    app.extensions["api_key_digests"] = store.current().digests
     app.before_request(require_api_key)
 
 

@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import requests
@@ -68,3 +70,20 @@ class SimulatedWorker:
     def stop(self) -> None:
         if self.proc is not None:
             self.proc.stop()
+
+
+@contextmanager
+def simulated_workers(run_dir: Path, templates: dict[str, str], *args: str,
+                      name: str = "sim") -> Iterator[dict[str, SimulatedWorker]]:
+    """One standalone simulated worker per model of ``templates`` (model -> conversation template), started
+    together and stopped on exit; ``args`` go to each (e.g. a token delay)."""
+    started = {model: SimulatedWorker(run_dir, "--conv-template", template, *args, model=model,
+                                      name=f"{name}-{template}", wait=False)
+               for model, template in templates.items()}
+    try:
+        for worker in started.values():
+            worker.wait_ready()
+        yield started
+    finally:
+        for worker in started.values():
+            worker.stop()

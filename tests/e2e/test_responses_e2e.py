@@ -12,7 +12,7 @@ import pytest
 import requests
 
 from harness.gateway import Gateway
-from harness.simworkers import SimulatedWorker
+from harness.simworkers import simulated_workers
 from tests.published_spec import needs_spec
 from tests.test_responses_api import assert_published, assert_stream_published, named_events, published  # noqa: F401
 
@@ -36,16 +36,8 @@ ANSWER = 'The tools answered: {"temperature": 21, "sky": "clear"} | 14:05.'
 @pytest.fixture(scope="module")
 def workers(run_dir):
     # A token delay makes the worker write each frame on its own, so the gateway sees the markers split.
-    started = {model: SimulatedWorker(run_dir, "--conv-template", template, "--token-delay", "0.002", model=model,
-                                      name=f"responses-{template}", wait=False)
-               for model, template in {TOOLS_MODEL: "qwen-7b-chat", PLAIN_MODEL: "vicuna_v1.1"}.items()}
-    try:
-        for worker in started.values():
-            worker.wait_ready()
+    with simulated_workers(run_dir, {TOOLS_MODEL: "qwen-7b-chat", PLAIN_MODEL: "vicuna_v1.1"}, "--token-delay", "0.002", name="responses") as started:
         yield started
-    finally:
-        for worker in started.values():
-            worker.stop()
 
 
 @pytest.fixture(scope="module")

@@ -14,7 +14,7 @@ import requests
 
 from harness import sse
 from harness.gateway import Gateway
-from harness.simworkers import SimulatedWorker
+from harness.simworkers import SimulatedWorker, simulated_workers
 
 KEY = "sk-tools"
 # model name -> the conversation template its worker serves (the gateway picks the tool format from it).
@@ -36,16 +36,8 @@ ANSWER_SCHEMA = {"type": "object", "properties": {"city": {"type": "string"}, "t
 @pytest.fixture(scope="module")
 def workers(run_dir):
     # A token delay makes the worker write each frame on its own, so the gateway sees the markers split.
-    started = {model: SimulatedWorker(run_dir, "--conv-template", template, "--token-delay", "0.002", model=model,
-                                      name=f"sim-{template}", wait=False)
-               for model, template in {**MODELS, NO_FORMAT: "vicuna_v1.1"}.items()}
-    try:
-        for worker in started.values():
-            worker.wait_ready()
+    with simulated_workers(run_dir, {**MODELS, NO_FORMAT: "vicuna_v1.1"}, "--token-delay", "0.002", name="sim") as started:
         yield started
-    finally:
-        for worker in started.values():
-            worker.stop()
 
 
 @pytest.fixture(scope="module")

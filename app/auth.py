@@ -68,6 +68,7 @@ def require_model(model: str) -> None:
     that exist and names that do not alike."""
     allowed = request_key()
     if allowed is not None and not allowed.may_use(model):
+        current_record().rejected("model")
         raise model_not_found(model)
 
 

@@ -37,6 +37,10 @@ KEY_TOKENS = Counter("fastchat_gateway_key_tokens_total", "Prompt and completion
 KEY_FILE_RELOADS = Counter("fastchat_gateway_key_file_reloads_total",
                            "Re-reads of a changed API_KEYS_FILE, by result (ok, or error: the keys in use were kept).",
                            ["result"])
+# Refused before any worker was asked: reason is rate, tokens, parallel (the key's limits), model (a model the key
+# may not use) or backpressure (no room to wait for a worker).
+REJECTIONS = Counter("fastchat_gateway_rejections_total", "Requests refused before reaching a worker, by API key "
+                     "name and reason.", ["key", "reason"])
 STREAMS_IN_FLIGHT = Gauge("fastchat_gateway_streams_in_flight", "Streamed responses being sent.",
                           multiprocess_mode="livesum")
 

@@ -35,6 +35,9 @@ class RequestRecord:
     usage: dict | None = None
     stream_error: str | None = None
     time_to_first_token: float | None = None
+    # Called as callback(record, status) when the request is over (a stream: its last byte sent, or the client
+    # gone), after it is counted; e.g. to settle what a key used. A callback must not raise.
+    on_finish: list = field(default_factory=list)
 
     def first_token(self) -> None:
         if self.time_to_first_token is None:
@@ -74,6 +77,12 @@ class RequestRecord:
             prompt_tokens if prompt_tokens is not None else "-",
             completion_tokens if completion_tokens is not None else "-",
             f" stream_error={self.stream_error}" if self.stream_error else "")
+        for callback in self.on_finish:
+            callback(self, status)
+
+    def rejected(self, reason: str) -> None:
+        """Count a refusal before any worker was asked (metrics.REJECTIONS), by the request's key."""
+        metrics.REJECTIONS.labels(self.key or "-", reason).inc()
 
 
 def _printable(value: str, limit: int = 128) -> str:

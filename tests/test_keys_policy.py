@@ -77,6 +77,12 @@ def test_a_model_the_key_may_not_use_answers_like_an_unknown_one(client, upstrea
                   "param": "model", "code": "model_not_found"}}
 
 
+def test_a_refused_model_counts_as_a_rejection_of_the_key(client, upstream):
+    before = sample("fastchat_gateway_rejections_total", key="team", reason="model")
+    client.post("/v1/chat/completions", json=CHAT, headers=auth("sk-team"))
+    assert sample("fastchat_gateway_rejections_total", key="team", reason="model") == before + 1
+
+
 def test_the_same_body_as_a_model_no_worker_serves(config, cluster):
     cluster.serves(MODEL)
     unknown = create_app(config, environ={}).test_client().get("/v1/models/secret-model")

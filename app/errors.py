@@ -21,6 +21,7 @@ class ErrorCode(IntEnum):
     INVALID_MODEL = 40301
     PARAM_OUT_OF_RANGE = 40302
     CONTEXT_OVERFLOW = 40303
+    ENGINE_OVERLOADED = 42903
     INTERNAL_ERROR = 50001
     CUDA_OUT_OF_MEMORY = 50002
     CONTROLLER_NO_WORKER = 50005
@@ -98,6 +99,23 @@ def context_length_exceeded(context_length: int, prompt_tokens: int, max_tokens:
                   f"{max_tokens} in the completion). Please reduce the length of the messages or completion.")
     return ApiError(400, f"This model's maximum context length is {context_length} tokens. {detail}", param=param,
                     code="context_length_exceeded", fastchat_code=ErrorCode.CONTEXT_OVERFLOW)
+
+
+def model_overloaded(model: str, retry_after: int) -> ApiError:
+    """Back-pressure (app.serving.admission): the model's workers hold as many requests as they should. The status
+    stays 503 in ERROR_STATUS_MODE=fastchat: a 400 would tell clients not to retry."""
+    return ApiError(503, f"The model `{model}` is overloaded: its workers' queue is full. Please retry after "
+                    f"{retry_after} seconds.", type="service_unavailable_error", code="model_overloaded",
+                    fastchat_code=ErrorCode.ENGINE_OVERLOADED, keep_status=True,
+                    headers={"Retry-After": str(retry_after)})
+
+
+def server_overloaded(streams: int, retry_after: int) -> ApiError:
+    """Back-pressure: this gateway process streams as many responses as it can (MAX_STREAMS_PER_PROCESS)."""
+    return ApiError(503, f"The server is overloaded: this process already streams {streams} responses. Please "
+                    f"retry after {retry_after} seconds.", type="service_unavailable_error", code="server_overloaded",
+                    fastchat_code=ErrorCode.ENGINE_OVERLOADED, keep_status=True,
+                    headers={"Retry-After": str(retry_after)})
 
 
 def from_validation(exc: ValidationError) -> ApiError:

@@ -1,6 +1,7 @@
 """The application factory: settings, hooks, upstream clients and blueprints, wired once per app."""
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -12,11 +13,14 @@ from app import api, auth, error_handlers, metrics, observability
 from app.config import load_config
 from app.images.fetch import ImageFetcher
 from app.images.rules import ImageRules
+from app.serving.admission import Admission, AdmissionRules
 from app.serving.cluster import Cluster
+from app.settings import SERVER, read as read_settings
 from app.upstream.client import UpstreamClient
 from app.upstream.controller import Controller
 from app.upstream.static_workers import StaticWorkers
 from app.upstream.worker import Workers
+from app.upstream.worker_status import read_queue_length
 
 
 def create_app(test_config: Mapping[str, Any] | None = None, environ: Mapping[str, str] | None = None) -> Flask:
@@ -39,14 +43,15 @@ def create_app(test_config: Mapping[str, Any] | None = None, environ: Mapping[st
              allow_headers=list(app.config["CORS_ALLOWED_HEADERS"]), expose_headers=["X-Request-Id"],
              supports_credentials=app.config["CORS_ALLOW_CREDENTIALS"])
     auth.init_app(app)
-    app.extensions["cluster"] = build_cluster(app.config)
+    app.extensions["cluster"] = build_cluster(app.config, environ)
     app.register_blueprint(metrics.bp)
     api.init_app(app)
     return app
 
 
-def build_cluster(config: Mapping[str, Any]) -> Cluster:
-    """The upstream clients, configured; no network traffic happens here."""
+def build_cluster(config: Mapping[str, Any], environ: Mapping[str, str] | None = None) -> Cluster:
+    """The upstream clients, configured; no network traffic happens here. environ: where gunicorn's settings are
+    read (back-pressure sizes itself by its processes and threads)."""
     client = UpstreamClient(connect_retries=config["UPSTREAM_CONNECT_RETRIES"])
     if config["WORKER_ADDRESSES"]:
         controller = StaticWorkers(
@@ -63,9 +68,13 @@ def build_cluster(config: Mapping[str, Any]) -> Cluster:
     workers = Workers(client, timeout=(config["WORKER_CONNECT_TIMEOUT"], config["WORKER_READ_TIMEOUT"]),
                       cache_size=config["TEMPLATE_CACHE_SIZE"])
     image_rules = ImageRules.from_config(config)
+    server = read_settings(os.environ if environ is None else environ, SERVER)
+    # A status reply is instant: a worker silent for 2 s no longer counts toward its model's cap.
+    admission = Admission(AdmissionRules.from_config(config, server),
+                          lambda address: read_queue_length(client, address, (config["WORKER_CONNECT_TIMEOUT"], 2.0)))
     return Cluster(controller, workers, ThreadPoolExecutor(max_workers=32, thread_name_prefix="choice"),
                    numbering=config["SEP_STYLE_NUMBERING"], clip_overflow=config["CONTEXT_OVERFLOW"] == "clip",
                    embedding_batch_size=config["EMBEDDING_BATCH_SIZE"], failover_attempts=config["FAILOVER_ATTEMPTS"],
                    tool_formats=config["TOOL_FORMATS"], structured_retries=config["STRUCTURED_OUTPUT_RETRIES"],
                    image_rules=image_rules, image_fetcher=ImageFetcher(image_rules) if image_rules.fetching else None,
-                   body_limit=config["MAX_REQUEST_BODY_BYTES"])
+                   body_limit=config["MAX_REQUEST_BODY_BYTES"], admission=admission)

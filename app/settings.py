@@ -90,6 +90,21 @@ def _tool_formats(value: str) -> dict[str, str]:
     return parse_overrides(value)
 
 
+def _limit(*words: str, minimum: int = 0) -> Callable[[str], str | int]:
+    """One of `words` (auto, off) or a whole number of at least `minimum`."""
+    number = _number(minimum, integer=True)
+
+    def parse(value: str) -> str | int:
+        if value.lower() in words:
+            return value.lower()
+        try:
+            return number(value)
+        except ValueError as exc:
+            raise ValueError(f"must be {', '.join(words)} or a whole number: {exc}") from None
+
+    return parse
+
+
 _seconds = _number(0, strict=True)
 _positive = _number(1, integer=True)
 _count = _number(0, integer=True)
@@ -200,6 +215,25 @@ _DECLARED = [
             "more generations of a whole reply that does not follow its JSON `response_format` before the request "
             "fails (streams are never retried)"),
     Setting("FAILOVER_ATTEMPTS", _count, 2, "other workers tried when the chosen one cannot be reached (see Failover)"),
+    # --- the app's: back-pressure (see Back-pressure) ---
+    Setting("WORKER_CONCURRENCY", _count, 0,
+            "requests each worker generates at once: its `--limit-worker-concurrency` (model_worker: 5, vllm_worker: "
+            "1024), which its `/worker_get_status` does not report; gives each model a cap of twice what its "
+            "workers generate at once", shown_default="not known: no per-model cap"),
+    Setting("MODEL_QUEUE_LIMIT", _limit("auto", "off"), "auto",
+            "requests per model that may wait for a worker beyond the `WORKER_CONCURRENCY` x workers generating "
+            "(all gateway processes together; without `WORKER_CONCURRENCY`, every request counts as waiting); more "
+            "get 503 `model_overloaded` with `Retry-After`. `auto`: as many as generate; `off`: no per-model cap"),
+    Setting("QUEUE_STATUS_TTL", _seconds, 1.0,
+            "how old the workers' `queue_length` may be when a process past half its share of a model's cap reads "
+            "it again, in the background", unit="s"),
+    Setting("MAX_STREAMS_PER_PROCESS", _limit("auto", "off", minimum=1), "auto",
+            "streams in flight per gunicorn process; more get 503 `server_overloaded` with `Retry-After`, so "
+            "threads stay free for `/health`, `/ready` and whole replies; `off`: no cap",
+            shown_default="`GUNICORN_THREADS` (gevent: `GUNICORN_WORKER_CONNECTIONS`) less an eighth, at least 2"),
+    Setting("RETRY_AFTER_MAX", _number(1, integer=True), 30,
+            "the longest `Retry-After` of a back-pressure 503 (the openai SDK does not wait out more than 60 s in "
+            "older versions, 120 s in newer ones: it gives up instead)", unit="s"),
     # --- the app's: limits ---
     Setting("MAX_REQUEST_BODY_BYTES", _positive, 16 * 1024 * 1024, "larger bodies get a 413 with the error body"),
     Setting("MAX_N", _positive, 128, "largest accepted `n`"),

@@ -9,6 +9,7 @@ from flask import Flask, Response, current_app, jsonify, request
 from marshmallow import Schema, ValidationError
 from werkzeug.exceptions import RequestEntityTooLarge
 
+from app.api.admission import admit
 from app.auth import require_model
 from app.errors import from_validation, invalid_request
 from app.images.rules import ImageRules
@@ -63,6 +64,7 @@ def reply(params: dict, create: Callable[[dict, Cluster], dict],
     if current_app.config["LOG_REQUEST_BODIES"]:
         # Images (app.images.parts) print as placeholders such as <image/png 12345 bytes>, never their data.
         logger.info("request_id=%s body=%s", record.request_id, json.dumps(params, ensure_ascii=False, default=repr))
+    admit(get_cluster(), record, params["model"], bool(params.get("stream")))  # or 503: see app.serving.admission
     if params.get("stream"):
         source = stream(params, get_cluster())
         return sse_response(source, params["include_usage"], record, framing and framing(source))

@@ -15,6 +15,7 @@ from app.images.fetch import ImageFetcher
 from app.images.parts import UNSUPPORTED, Image, ImageError, ImageUrl
 from app.images.rules import ImageRules
 from app.serving import failover
+from app.serving.admission import Admission
 from app.serving.prompt import Template, TemplateError
 from app.upstream.errors import BAD_RESPONSE, UpstreamError
 from app.upstream.worker import Workers, WorkerStream
@@ -31,7 +32,8 @@ class Cluster:
     worker embeddings call; failover_attempts: other workers tried when one cannot be reached; tool_formats:
     TOOL_FORMATS (app.serving.tools.registry); structured_retries: STRUCTURED_OUTPUT_RETRIES; image_rules: the
     IMAGE_* settings; image_fetcher: fetches http(s) image URLs (None: fetching off); body_limit:
-    MAX_REQUEST_BODY_BYTES, which fetched images count toward."""
+    MAX_REQUEST_BODY_BYTES, which fetched images count toward; admission: back-pressure (app.serving.admission;
+    None: none), told of the workers requests are routed to."""
 
     controller: WorkerSource
     workers: Workers
@@ -45,11 +47,13 @@ class Cluster:
     image_rules: ImageRules = ImageRules()
     image_fetcher: ImageFetcher | None = None
     body_limit: int = 16 * 1024 * 1024
+    admission: Admission | None = None
 
     def run_on_worker(self, model: str, attempt: Callable[[str], T]) -> T:
         """attempt(worker address) on a worker serving `model`, another one when it cannot be reached (see
         app.serving.failover); raises 404 for a model nobody serves."""
-        return failover.run_on_worker(self.controller, model, attempt, self.failover_attempts)
+        routed = self.admission.routed if self.admission is not None else None
+        return failover.run_on_worker(self.controller, model, attempt, self.failover_attempts, routed)
 
     def accepts_images(self, model: str) -> bool:
         """Whether the workers of `model` registered as multimodal (or MULTIMODAL_MODELS lists it)."""

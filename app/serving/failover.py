@@ -17,16 +17,20 @@ logger = logging.getLogger(__name__)
 T = TypeVar("T")
 
 
-def run_on_worker(source: WorkerSource, model: str, attempt: Callable[[str], T], failover_attempts: int) -> T:
+def run_on_worker(source: WorkerSource, model: str, attempt: Callable[[str], T], failover_attempts: int,
+                  routed: Callable[[str, str], None] | None = None) -> T:
     """attempt(worker address) on a worker serving `model`; raises 404 for a model nobody serves.
 
     When the worker cannot be reached, the failure is reported (cooldown, controller refresh) and up to
-    `failover_attempts` other workers are tried; the last failure is raised.
+    `failover_attempts` other workers are tried; the last failure is raised. routed(model, address) is told of
+    every worker tried (back-pressure counts them toward the model's cap).
     """
     if not source.has_model(model):
         raise model_not_found(model)
     for tries_left in range(failover_attempts, -1, -1):
         address = source.get_worker_address(model)
+        if routed is not None:
+            routed(model, address)
         try:
             return attempt(address)
         except UpstreamError as exc:

@@ -1,0 +1,242 @@
+"""Back-pressure: refuse a generation at once, 503 with Retry-After, when its model's workers hold as much as
+they should or this process streams as much as it can, rather than let it queue for minutes (FastChat lets requests
+pile up on the worker's semaphore; Ollama answers 503 when its queue is full). The openai SDK retries a 503 by
+itself after Retry-After, which spreads a burst over time.
+
+What the gateway can know of a model's queue: a worker's /worker_get_status says its queue_length (generating +
+waiting for its semaphore, from every client) but not its limit-worker-concurrency, so WORKER_CONCURRENCY says
+that. fschat 0.2.36's controller keeps each worker's queue_length only from heartbeats (every 45 s; it adds 1 per
+pick in between) and shows no per-worker figure: its own /worker_get_status sums every model's workers, polling
+them all synchronously while the controller waits. So the gateway reads the status of the workers it was routed
+to itself (upstream.worker_status), off the request path.
+
+What it counts itself: its requests in flight per model in this process, exactly and for free. A model's cap is
+a cluster figure: workers x WORKER_CONCURRENCY generating + MODEL_QUEUE_LIMIT waiting (workers: those it was routed
+to in the last minute). Each process may always hold its share (cap / WEB_CONCURRENCY) with no status at all, so
+no cross-process store is needed; past its share it may borrow the room the others leave, judged from the workers'
+queue_length (read in the background at most once per QUEUE_STATUS_TTL, while the process holds half its share or
+more) corrected by what this process started and ended since the read. What other processes and instances did
+since the read is the error, bounded by the TTL. A request counts once whatever its n.
+
+Failing safe: without WORKER_CONCURRENCY or MODEL_QUEUE_LIMIT, no per-model cap (FastChat's behaviour); for a model
+no worker was used for in the last minute, no cap yet; when no status can be read, the share is the cap.
+
+Streams hold a gunicorn thread (gevent: a connection) until their last byte: at most MAX_STREAMS_PER_PROCESS of
+them per process, below the thread count, so /health, /ready and whole replies always find a thread.
+"""
+from __future__ import annotations
+
+import logging
+import math
+import threading
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+
+from app.errors import model_overloaded, server_overloaded
+from app.upstream.errors import UpstreamError
+
+logger = logging.getLogger(__name__)
+
+WORKER_MEMORY = 60.0  # seconds a worker the model was routed to counts toward its cap without being routed to again
+STALE_READS = 4  # a queue_length read more than this many TTLs ago is not used
+EWMA_WEIGHT = 0.2  # weight of the latest request's duration in a model's mean duration
+
+
+@dataclass(frozen=True)
+class AdmissionRules:
+    """worker_concurrency: each worker's limit-worker-concurrency (0: not known); queue_limit: requests per model
+    that may wait beyond that (None: as many as generate); processes: WEB_CONCURRENCY; stream_limit: streams per
+    process (None: no cap); status_ttl: QUEUE_STATUS_TTL; retry_after_max: RETRY_AFTER_MAX."""
+
+    worker_concurrency: int = 0
+    queue_limit: int | None = None
+    processes: int = 1
+    stream_limit: int | None = None
+    status_ttl: float = 1.0
+    retry_after_max: int = 30
+
+    @property
+    def caps_models(self) -> bool:
+        return bool(self.worker_concurrency) or self.queue_limit is not None
+
+    def model_limit(self, workers: int) -> int | None:
+        """The most requests `workers` workers of a model should hold, generating or waiting; None: no cap."""
+        if not workers or not self.caps_models:
+            return None
+        running = workers * self.worker_concurrency
+        return running + (running if self.queue_limit is None else self.queue_limit)
+
+    @classmethod
+    def from_config(cls, config: Mapping, server: Mapping) -> "AdmissionRules":
+        """From the app's settings and gunicorn's (server: app.settings.read(environ, SERVER))."""
+        queue_limit = config["MODEL_QUEUE_LIMIT"]
+        return cls(worker_concurrency=0 if queue_limit == "off" else config["WORKER_CONCURRENCY"],
+                   queue_limit=None if queue_limit in ("auto", "off") else queue_limit,
+                   processes=server["WEB_CONCURRENCY"],
+                   stream_limit=stream_limit(config["MAX_STREAMS_PER_PROCESS"], server),
+                   status_ttl=config["QUEUE_STATUS_TTL"], retry_after_max=config["RETRY_AFTER_MAX"])
+
+
+def stream_limit(setting, server: Mapping) -> int | None:
+    """MAX_STREAMS_PER_PROCESS: a number, off (None), or auto: what a process can hold at once (gthread: its threads;
+    gevent and eventlet: its connections) less an eighth, at least 2, kept for probes and whole replies."""
+    if setting == "off":
+        return None
+    if setting != "auto":
+        return setting
+    worker_class = server["GUNICORN_WORKER_CLASS"].lower()
+    green = "gevent" in worker_class or "eventlet" in worker_class
+    slots = server["GUNICORN_WORKER_CONNECTIONS"] if green else server["GUNICORN_THREADS"]
+    return max(1, slots - max(2, slots // 8))
+
+
+@dataclass
+class _Model:
+    """What this process knows of one model; read and changed under Admission's lock."""
+
+    in_flight: int = 0
+    workers: dict[str, float] = field(default_factory=dict)  # address -> when a request was last routed to it
+    queue: int | None = None  # the workers' summed queue_length at the last read
+    read_at: float = float("-inf")
+    in_flight_at_read: int = 0
+    reading: bool = False
+    duration: float | None = None  # mean duration of its requests here, seconds
+
+
+class Ticket:
+    """A place held by an admitted request; release() (also as an on_finish callback) gives it back, once."""
+
+    __slots__ = ("_admission", "_model", "_stream", "_started", "_released")
+
+    def __init__(self, admission: "Admission", model: str, stream: bool, started: float):
+        self._admission, self._model, self._stream, self._started = admission, model, stream, started
+        self._released = False
+
+    def release(self, *_) -> None:
+        if not self._released:
+            self._released = True
+            self._admission._release(self._model, self._stream, self._started)
+
+
+class Admission:
+    """Per process: generations in flight per model and streams in flight, admitted or refused with 503.
+
+    read_queue_length(address) -> int reads a worker's status (raising UpstreamError or ValueError); it is only
+    called from a background thread."""
+
+    def __init__(self, rules: AdmissionRules, read_queue_length: Callable[[str], int],
+                 clock: Callable[[], float] = time.monotonic, spawn: Callable[[Callable[[], None]], None] | None = None):
+        self.rules = rules
+        self._read_queue_length = read_queue_length
+        self._clock = clock
+        self._spawn = spawn or _daemon_thread
+        self._models: dict[str, _Model] = {}
+        self._streams = 0
+        self._lock = threading.Lock()
+
+    def admit(self, model: str, stream: bool) -> Ticket:
+        """A place for a request to `model`; raises ApiError 503 (model_overloaded, server_overloaded) with
+        Retry-After when there is none. Costs a lock and a few dict operations, no network."""
+        now = self._clock()
+        with self._lock:
+            limit = self.rules.stream_limit
+            if stream and limit is not None and self._streams >= limit:
+                raise server_overloaded(limit, 1)  # the streams of the other processes end at their own pace
+            state = self._models.get(model)
+            if state is None:
+                state = self._models[model] = _Model()
+            if self.rules.caps_models:
+                self._check(model, state, now)
+            state.in_flight += 1
+            if stream:
+                self._streams += 1
+        return Ticket(self, model, stream, now)
+
+    def routed(self, model: str, address: str) -> None:
+        """A request for `model` goes to the worker at `address`: it counts toward the model's cap for a while."""
+        if self.rules.caps_models:
+            now = self._clock()
+            with self._lock:
+                state = self._models.get(model)
+                if state is not None:
+                    state.workers[address] = now
+
+    def in_flight(self, model: str) -> int:
+        with self._lock:
+            state = self._models.get(model)
+            return state.in_flight if state else 0
+
+    @property
+    def streams(self) -> int:
+        return self._streams
+
+    def _check(self, model: str, state: _Model, now: float) -> None:
+        for address in [a for a, at in state.workers.items() if at < now - WORKER_MEMORY]:
+            del state.workers[address]
+        limit = self.rules.model_limit(len(state.workers))
+        if limit is None:
+            return
+        share = math.ceil(limit / self.rules.processes)
+        ttl = self.rules.status_ttl
+        if state.in_flight * 2 >= share and now - state.read_at >= ttl and not state.reading:
+            state.reading = True
+            addresses = tuple(state.workers)
+            self._spawn(lambda: self._read(state, addresses))
+        if state.in_flight < share:
+            return
+        if state.queue is None or now - state.read_at > STALE_READS * ttl:
+            estimate = max(state.in_flight, limit)  # no status to borrow on: the share is the cap
+        else:
+            estimate = max(state.in_flight, state.queue + state.in_flight - state.in_flight_at_read)
+        if estimate >= limit:
+            raise model_overloaded(model, self._retry_after(state, estimate, len(state.workers)))
+
+    def _retry_after(self, state: _Model, estimate: int, workers: int) -> int:
+        """Seconds until the workers are likely to take one more: the requests ahead of it beyond what they
+        generate at once, times the model's mean duration over what they generate at once; 1 to RETRY_AFTER_MAX."""
+        duration = state.duration or 1.0
+        running = workers * self.rules.worker_concurrency
+        seconds = duration * max(1, estimate - running + 1) / running if running else duration
+        return max(1, min(self.rules.retry_after_max, math.ceil(seconds)))
+
+    def _read(self, state: _Model, addresses: tuple[str, ...]) -> None:
+        """Sum the queue_length of the model's workers (in the background); a worker that does not answer no
+        longer counts toward the cap."""
+        with self._lock:
+            in_flight = state.in_flight
+        total, answered, failed = 0, 0, []
+        for address in addresses:
+            try:
+                total += self._read_queue_length(address)
+                answered += 1
+            except (UpstreamError, ValueError) as exc:
+                failed.append(address)
+                logger.warning("worker %s status unreadable: %s", address, getattr(exc, "message", exc))
+            except Exception:  # never leave `reading` set: the model would never be read again
+                failed.append(address)
+                logger.exception("worker %s status unreadable", address)
+        with self._lock:
+            for address in failed:
+                state.workers.pop(address, None)
+            state.queue = total if answered else None
+            state.read_at, state.in_flight_at_read, state.reading = self._clock(), in_flight, False
+
+    def _release(self, model: str, stream: bool, started: float) -> None:
+        now = self._clock()
+        with self._lock:
+            if stream:
+                self._streams -= 1
+            state = self._models.get(model)
+            if state is None:
+                return
+            state.in_flight -= 1
+            took = now - started
+            state.duration = took if state.duration is None else \
+                (1 - EWMA_WEIGHT) * state.duration + EWMA_WEIGHT * took
+            if not state.in_flight and not state.workers:
+                del self._models[model]  # a made-up model name leaves nothing behind
+
+
+def _daemon_thread(target: Callable[[], None]) -> None:
+    threading.Thread(target=target, daemon=True, name="queue-status").start()

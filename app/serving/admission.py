@@ -14,8 +14,8 @@ What it counts itself: its requests in flight per model in this process, exactly
 a cluster figure: workers x WORKER_CONCURRENCY generating + MODEL_QUEUE_LIMIT waiting (workers: those it was routed
 to in the last minute). Each process may always hold its share (cap / WEB_CONCURRENCY) with no status at all, so
 no cross-process store is needed; past its share it may borrow the room the others leave, judged from the workers'
-queue_length (read in the background at most once per QUEUE_STATUS_TTL, while the process holds half its share or
-more) corrected by what this process started and ended since the read. What other processes and instances did
+queue_length (read in the background at most once per QUEUE_STATUS_TTL, while the process holds about half its share
+or more) corrected by what this process started and ended since the read. What other processes and instances did
 since the read is the error, bounded by the TTL. A request counts once whatever its n.
 
 Failing safe: without WORKER_CONCURRENCY or MODEL_QUEUE_LIMIT, no per-model cap (FastChat's behaviour); for a model
@@ -33,7 +33,7 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
-from app.errors import model_overloaded, server_overloaded
+from app.errors import ApiError, model_overloaded, server_overloaded
 from app.upstream.errors import UpstreamError
 
 logger = logging.getLogger(__name__)
@@ -139,6 +139,7 @@ class Admission:
         """A place for a request to `model`; raises ApiError 503 (model_overloaded, server_overloaded) with
         Retry-After when there is none. Costs a lock and a few dict operations, no network."""
         now = self._clock()
+        read = error = None
         with self._lock:
             limit = self.rules.stream_limit
             if stream and limit is not None and self._streams >= limit:
@@ -147,10 +148,15 @@ class Admission:
             if state is None:
                 state = self._models[model] = _Model()
             if self.rules.caps_models:
-                self._check(model, state, now)
-            state.in_flight += 1
-            if stream:
-                self._streams += 1
+                read, error = self._check(model, state, now)
+            if error is None:
+                state.in_flight += 1
+                if stream:
+                    self._streams += 1
+        if read is not None:
+            self._spawn(read)
+        if error is not None:
+            raise error
         return Ticket(self, model, stream, now)
 
     def routed(self, model: str, address: str) -> None:
@@ -171,26 +177,30 @@ class Admission:
     def streams(self) -> int:
         return self._streams
 
-    def _check(self, model: str, state: _Model, now: float) -> None:
+    def _check(self, model: str, state: _Model, now: float) -> tuple[Callable[[], None] | None, ApiError | None]:
+        """Under the lock: the status read to start (outside the lock), and the error to raise if any."""
         for address in [a for a, at in state.workers.items() if at < now - WORKER_MEMORY]:
             del state.workers[address]
         limit = self.rules.model_limit(len(state.workers))
         if limit is None:
-            return
+            return None, None
         share = math.ceil(limit / self.rules.processes)
-        ttl = self.rules.status_ttl
-        if state.in_flight * 2 >= share and now - state.read_at >= ttl and not state.reading:
+        read = None
+        # One process (share == cap) never borrows: nothing to read.
+        if share < limit and (state.in_flight + 1) * 2 > share and now - state.read_at >= self.rules.status_ttl \
+                and not state.reading:
             state.reading = True
             addresses = tuple(state.workers)
-            self._spawn(lambda: self._read(state, addresses))
+            read = lambda: self._read(state, addresses)  # noqa: E731
         if state.in_flight < share:
-            return
-        if state.queue is None or now - state.read_at > STALE_READS * ttl:
+            return read, None
+        if state.queue is None or now - state.read_at > STALE_READS * self.rules.status_ttl:
             estimate = max(state.in_flight, limit)  # no status to borrow on: the share is the cap
         else:
             estimate = max(state.in_flight, state.queue + state.in_flight - state.in_flight_at_read)
-        if estimate >= limit:
-            raise model_overloaded(model, self._retry_after(state, estimate, len(state.workers)))
+        if estimate < limit:
+            return read, None
+        return read, model_overloaded(model, self._retry_after(state, estimate, len(state.workers)))
 
     def _retry_after(self, state: _Model, estimate: int, workers: int) -> int:
         """Seconds until the workers are likely to take one more: the requests ahead of it beyond what they
@@ -201,24 +211,21 @@ class Admission:
         return max(1, min(self.rules.retry_after_max, math.ceil(seconds)))
 
     def _read(self, state: _Model, addresses: tuple[str, ...]) -> None:
-        """Sum the queue_length of the model's workers (in the background); a worker that does not answer no
-        longer counts toward the cap."""
+        """Sum the queue_length of the model's workers (in the background). One that does not answer still counts
+        toward the cap until it is no longer routed to (failover routes around it): no status is no reason to
+        admit more."""
         with self._lock:
             in_flight = state.in_flight
-        total, answered, failed = 0, 0, []
+        total, answered = 0, 0
         for address in addresses:
             try:
                 total += self._read_queue_length(address)
                 answered += 1
             except (UpstreamError, ValueError) as exc:
-                failed.append(address)
                 logger.warning("worker %s status unreadable: %s", address, getattr(exc, "message", exc))
             except Exception:  # never leave `reading` set: the model would never be read again
-                failed.append(address)
                 logger.exception("worker %s status unreadable", address)
         with self._lock:
-            for address in failed:
-                state.workers.pop(address, None)
             state.queue = total if answered else None
             state.read_at, state.in_flight_at_read, state.reading = self._clock(), in_flight, False
 

@@ -144,18 +144,19 @@ def test_a_process_borrows_the_room_other_processes_leave_as_the_workers_status_
     adm = admission(workers, worker_concurrency=2, processes=2)  # cap 4, this process's share 2
     fill(adm, 1)
     adm.routed(MODEL, W1)
-    fill(adm, 1)  # past half its share: the status was read in the background
+    fill(adm, 1)  # the status is read in the background
     assert workers.read == [W1]
     fill(adm, 2)  # 2 + 2 borrowed: the workers hold 2 + what was started since the read
     assert refused(adm).code == "model_overloaded"
 
 
-def test_a_process_keeps_its_share_but_borrows_nothing_when_the_others_fill_the_workers():
-    workers = Workers(w1=4)  # full: the other process holds 3 more than this one's 1
-    adm = admission(workers, worker_concurrency=2, processes=2)
-    fill(adm, 1)
+def test_a_process_below_its_share_is_refused_when_the_others_fill_the_workers():
+    workers = Workers(w1=4)  # full: the other processes hold 3 besides this one's request
+    adm = admission(workers, worker_concurrency=2, processes=2)  # cap 4, share 2
+    learning = adm.admit(MODEL, False)
     adm.routed(MODEL, W1)
-    fill(adm, 1)  # its share (2) is always its own
+    learning.release()
+    fill(adm, 1)  # admitted on its share, and the status read
     assert refused(adm).code == "model_overloaded"
 
 
@@ -194,12 +195,13 @@ def test_the_status_is_read_at_most_once_per_ttl():
     assert workers.read == [W1, W1]
 
 
-def test_no_status_is_read_while_the_process_is_below_half_its_share():
+def test_a_single_process_never_reads_the_status_its_own_count_is_the_whole():
     workers = Workers(w1=0)
-    adm = admission(workers, worker_concurrency=5, processes=1)  # cap and share 10
+    adm = admission(workers, worker_concurrency=5, processes=1)  # cap 10
     fill(adm, 1)
     adm.routed(MODEL, W1)
-    fill(adm, 3)
+    fill(adm, 9)
+    refused(adm)
     assert workers.read == []
 
 

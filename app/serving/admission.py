@@ -12,14 +12,16 @@ to itself (upstream.worker_status), off the request path.
 
 What it counts itself: its requests in flight per model in this process, exactly and for free. A model's cap is
 a cluster figure: workers x WORKER_CONCURRENCY generating + MODEL_QUEUE_LIMIT waiting (workers: those it was routed
-to in the last minute). Each process may always hold its share (cap / WEB_CONCURRENCY) with no status at all, so
-no cross-process store is needed; past its share it may borrow the room the others leave, judged from the workers'
-queue_length (read in the background at most once per QUEUE_STATUS_TTL, while the process holds about half its share
-or more) corrected by what this process started and ended since the read. What other processes and instances did
-since the read is the error, bounded by the TTL. A request counts once whatever its n.
+to in the last minute). With one process its own count is the figure to compare. With several (WEB_CONCURRENCY),
+each reads the workers' queue_length in the background, at most once per QUEUE_STATUS_TTL while it has traffic for
+the model, and goes by what they held at the read plus what it started and less what it ended since: what the
+other processes and instances did since the read is the error, bounded by the TTL, and no cross-process store is
+needed. Until a status is read (or when it is older than 4 TTLs) each process holds at most its share, the cap /
+WEB_CONCURRENCY. A request counts once whatever its n.
 
 Failing safe: without WORKER_CONCURRENCY or MODEL_QUEUE_LIMIT, no per-model cap (FastChat's behaviour); for a model
-no worker was used for in the last minute, no cap yet; when no status can be read, the share is the cap.
+no worker was used for in the last minute, no cap yet; when no status can be read, the share is the cap (a worker
+that does not answer still counts until it is no longer routed to).
 
 Streams hold a gunicorn thread (gevent: a connection) until their last byte: at most MAX_STREAMS_PER_PROCESS of
 them per process, below the thread count, so /health, /ready and whole replies always find a thread.
@@ -184,20 +186,22 @@ class Admission:
         limit = self.rules.model_limit(len(state.workers))
         if limit is None:
             return None, None
-        share = math.ceil(limit / self.rules.processes)
         read = None
-        # One process (share == cap) never borrows: nothing to read.
-        if share < limit and (state.in_flight + 1) * 2 > share and now - state.read_at >= self.rules.status_ttl \
-                and not state.reading:
-            state.reading = True
-            addresses = tuple(state.workers)
-            read = lambda: self._read(state, addresses)  # noqa: E731
-        if state.in_flight < share:
-            return read, None
-        if state.queue is None or now - state.read_at > STALE_READS * self.rules.status_ttl:
-            estimate = max(state.in_flight, limit)  # no status to borrow on: the share is the cap
+        if self.rules.processes == 1:  # its own count is the whole count (of this instance): nothing to read
+            estimate = state.in_flight
         else:
-            estimate = max(state.in_flight, state.queue + state.in_flight - state.in_flight_at_read)
+            if now - state.read_at >= self.rules.status_ttl and not state.reading:
+                state.reading = True
+                addresses = tuple(state.workers)
+                read = lambda: self._read(state, addresses)  # noqa: E731
+            if state.queue is None or now - state.read_at > STALE_READS * self.rules.status_ttl:
+                # No status to go by: this process's share of the cap is its cap.
+                share = math.ceil(limit / self.rules.processes)
+                estimate = limit if state.in_flight >= share else state.in_flight
+            else:
+                # What the workers held at the read, plus what this process started and less what it ended since;
+                # never less than this process has in flight (some of it may not have reached them at the read).
+                estimate = max(state.in_flight, state.queue + state.in_flight - state.in_flight_at_read)
         if estimate < limit:
             return read, None
         return read, model_overloaded(model, self._retry_after(state, estimate, len(state.workers)))

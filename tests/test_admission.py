@@ -33,9 +33,12 @@ class Workers:
 
 
 def admission(workers=None, clock=None, **rules) -> Admission:
-    # spawn runs the background read at once, so each test sees its outcome deterministically
-    return Admission(AdmissionRules(**rules), workers or Workers(w1=0, w2=0), clock=clock or Clock(),
-                     spawn=lambda read: read())
+    # No poller thread: each test polls when it means to, so it sees the outcome deterministically.
+    adm = Admission(AdmissionRules(**rules), workers or Workers(w1=0, w2=0), clock=clock or Clock(),
+                    start_poller=lambda poll_forever: pollers.append(poll_forever))
+    pollers: list = []
+    adm.pollers = pollers
+    return adm
 
 
 def fill(adm: Admission, count: int, model: str = MODEL, stream: bool = False) -> list:
@@ -98,7 +101,7 @@ def test_without_worker_concurrency_there_is_no_model_cap_and_no_status_read():
 def test_a_model_is_capped_at_twice_what_its_workers_generate_at_once():
     adm = admission(Workers(w1=0), worker_concurrency=2)
     first = adm.admit(MODEL, False)
-    adm.routed(MODEL, W1)  # the first request learns the worker: a cold start is not capped
+    adm.routed(MODEL, W1)
     fill(adm, 3)
     error = refused(adm)
     assert (error.status, error.type, error.code) == (503, "service_unavailable_error", "model_overloaded")
@@ -130,13 +133,36 @@ def test_model_queue_limit_without_worker_concurrency_caps_everything_in_flight(
 def test_a_worker_not_routed_to_for_a_minute_no_longer_counts():
     clock = Clock()
     adm = admission(Workers(w1=0), clock, worker_concurrency=1)
-    held = fill(adm, 2)
+    fill(adm, 1)
     adm.routed(MODEL, W1)
+    adm.routed(MODEL, W2)
+    fill(adm, 3)  # 2 workers x (1 + 1)
     refused(adm)
     clock.now += WORKER_MEMORY + 1
-    assert adm.admit(MODEL, False)  # no worker known any more: no cap until one is routed to again
-    for ticket in held:
-        ticket.release()
+    refused(adm)  # no worker routed to lately: the model counts as served by one, capped at 2
+
+
+def test_an_unknown_model_counts_as_served_by_one_worker():
+    adm = admission(worker_concurrency=2)
+    fill(adm, 4, model="cold")
+    assert refused(adm, model="cold").code == "model_overloaded"
+
+
+def test_with_one_process_no_poller_starts_and_its_own_count_is_the_whole():
+    workers = Workers(w1=0)
+    adm = admission(workers, worker_concurrency=5, processes=1)  # cap 10
+    fill(adm, 1)
+    adm.routed(MODEL, W1)
+    fill(adm, 9)
+    refused(adm)
+    assert adm.pollers == [] and workers.read == []
+
+
+def test_with_several_processes_the_first_capped_request_starts_one_poller():
+    adm = admission(worker_concurrency=2, processes=2)
+    fill(adm, 2)
+    fill(adm, 2, model="other")
+    assert len(adm.pollers) == 1
 
 
 def test_a_process_borrows_the_room_other_processes_leave_as_the_workers_status_shows():
@@ -144,65 +170,88 @@ def test_a_process_borrows_the_room_other_processes_leave_as_the_workers_status_
     adm = admission(workers, worker_concurrency=2, processes=2)  # cap 4, this process's share 2
     fill(adm, 1)
     adm.routed(MODEL, W1)
-    fill(adm, 1)  # the status is read in the background
+    fill(adm, 1)
+    adm.poll()
     assert workers.read == [W1]
     fill(adm, 2)  # 2 + 2 borrowed: the workers hold 2 + what was started since the read
     assert refused(adm).code == "model_overloaded"
 
 
 def test_a_process_below_its_share_is_refused_when_the_others_fill_the_workers():
-    workers = Workers(w1=4)  # full: the other processes hold 3 besides this one's request
+    workers = Workers(w1=4)  # full: the other process holds 3 besides this one's request
     adm = admission(workers, worker_concurrency=2, processes=2)  # cap 4, share 2
-    learning = adm.admit(MODEL, False)
+    fill(adm, 1)
     adm.routed(MODEL, W1)
-    learning.release()
-    fill(adm, 1)  # admitted on its share, and the status read
+    adm.poll()
     assert refused(adm).code == "model_overloaded"
 
 
-def test_with_no_readable_status_the_share_is_the_cap():
+def test_what_this_process_ended_since_the_read_makes_room():
+    workers = Workers(w1=4)
+    adm = admission(workers, worker_concurrency=2, processes=2)
+    held = fill(adm, 1)
+    adm.routed(MODEL, W1)
+    fill(adm, 1)
+    adm.poll()  # 4 at the worker, 2 of them this process's
+    refused(adm)
+    held[0].release()
+    assert adm.admit(MODEL, False)
+
+
+def test_before_any_status_and_when_none_can_be_read_the_share_is_the_cap():
     workers = Workers(w1=UpstreamError(UNAVAILABLE, "refused", upstream="worker"))
     adm = admission(workers, worker_concurrency=2, processes=2)  # cap 4, share 2
     fill(adm, 1)
     adm.routed(MODEL, W1)
     fill(adm, 1)
+    assert refused(adm).code == "model_overloaded"  # nothing read yet
+    adm.poll()
     assert workers.read == [W1]
-    assert refused(adm).code == "model_overloaded"
+    assert refused(adm).code == "model_overloaded"  # nothing could be read
 
 
 def test_a_stale_status_is_not_borrowed_on():
     clock = Clock()
-    workers = Workers(w1=0)
-    adm = admission(workers, clock, worker_concurrency=2, processes=2, status_ttl=1.0)
+    adm = admission(Workers(w1=0), clock, worker_concurrency=2, processes=2, status_ttl=1.0)
     fill(adm, 1)
     adm.routed(MODEL, W1)
-    fill(adm, 1)  # read at once: idle workers
-    adm._spawn = lambda read: None  # from now on the reads never finish
+    fill(adm, 1)
+    adm.poll()  # idle workers: this process may borrow
     clock.now += 10  # the read is older than 4 TTLs
     refused(adm)
+    clock.now -= 10
+    assert adm.admit(MODEL, False)
 
 
-def test_the_status_is_read_at_most_once_per_ttl():
+def test_a_poll_forgets_models_with_nothing_in_flight_and_no_recent_worker():
     clock = Clock()
-    workers = Workers(w1=0)
-    adm = admission(workers, clock, worker_concurrency=50, processes=4, status_ttl=1.0)  # cap 100, share 25
-    fill(adm, 1)
+    adm = admission(Workers(w1=0), clock, worker_concurrency=2, processes=2)
+    ticket = adm.admit(MODEL, False)
     adm.routed(MODEL, W1)
-    fill(adm, 30)
-    assert workers.read == [W1]
-    clock.now += 1.0
-    fill(adm, 1)
-    assert workers.read == [W1, W1]
+    ticket.release()
+    adm.poll()
+    assert MODEL in adm._models
+    clock.now += WORKER_MEMORY + 1
+    adm.poll()
+    assert adm._models == {}
 
 
-def test_a_single_process_never_reads_the_status_its_own_count_is_the_whole():
-    workers = Workers(w1=0)
-    adm = admission(workers, worker_concurrency=5, processes=1)  # cap 10
-    fill(adm, 1)
+def test_the_poller_keeps_polling_after_a_failure_and_stops_when_closed():
+    calls = []
+
+    def read(address):
+        calls.append(address)
+        if len(calls) == 1:
+            raise RuntimeError("unexpected")
+        adm.close()
+        return 0
+
+    adm = Admission(AdmissionRules(worker_concurrency=2, processes=2, status_ttl=0.001), read,
+                    start_poller=lambda poll_forever: None)
+    adm.admit(MODEL, False)
     adm.routed(MODEL, W1)
-    fill(adm, 9)
-    refused(adm)
-    assert workers.read == []
+    adm._poll_forever()  # returns once closed
+    assert calls == [W1, W1]
 
 
 def test_retry_after_is_the_mean_duration_times_the_queue_ahead_bounded():

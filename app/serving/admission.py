@@ -8,20 +8,20 @@ waiting for its semaphore, from every client) but not its limit-worker-concurren
 that. fschat 0.2.36's controller keeps each worker's queue_length only from heartbeats (every 45 s; it adds 1 per
 pick in between) and shows no per-worker figure: its own /worker_get_status sums every model's workers, polling
 them all synchronously while the controller waits. So the gateway reads the status of the workers it was routed
-to itself (upstream.worker_status), off the request path.
+to itself (upstream.worker_status), off the request path, and only with several processes.
 
 What it counts itself: its requests in flight per model in this process, exactly and for free. A model's cap is
 a cluster figure: workers x WORKER_CONCURRENCY generating + MODEL_QUEUE_LIMIT waiting (workers: those it was routed
 to in the last minute). With one process its own count is the figure to compare. With several (WEB_CONCURRENCY),
-each reads the workers' queue_length in the background, at most once per QUEUE_STATUS_TTL while it has traffic for
-the model, and goes by what they held at the read plus what it started and less what it ended since: what the
-other processes and instances did since the read is the error, bounded by the TTL, and no cross-process store is
-needed. Until a status is read (or when it is older than 4 TTLs) each process holds at most its share, the cap /
-WEB_CONCURRENCY. A request counts once whatever its n.
+each reads the queue_length of the workers of the models it served in the last minute from a background thread,
+once per QUEUE_STATUS_TTL, and goes by what they held at the read plus what it started and less what it ended
+since: what the other processes and instances did since the read is the error, bounded by the TTL, and no
+cross-process store is needed. Until a status is read (or when it is older than 4 TTLs) each process holds at most
+its share, the cap / WEB_CONCURRENCY. A request counts once whatever its n.
 
-Failing safe: without WORKER_CONCURRENCY or MODEL_QUEUE_LIMIT, no per-model cap (FastChat's behaviour); for a model
-no worker was used for in the last minute, no cap yet; when no status can be read, the share is the cap (a worker
-that does not answer still counts until it is no longer routed to).
+Failing safe: without WORKER_CONCURRENCY or MODEL_QUEUE_LIMIT, no per-model cap (FastChat's behaviour); a model no
+worker was routed to in the last minute gets the cap of one worker; when no status can be read, the share is the cap
+(a worker that does not answer still counts until it is no longer routed to).
 
 Streams hold a gunicorn thread (gevent: a connection) until their last byte: at most MAX_STREAMS_PER_PROCESS of
 them per process, below the thread count, so /health, /ready and whole replies always find a thread.
@@ -102,8 +102,11 @@ class _Model:
     queue: int | None = None  # the workers' summed queue_length at the last read
     read_at: float = float("-inf")
     in_flight_at_read: int = 0
-    reading: bool = False
     duration: float | None = None  # mean duration of its requests here, seconds
+
+    def forget_old_workers(self, now: float) -> None:
+        for address in [a for a, at in self.workers.items() if at < now - WORKER_MEMORY]:
+            del self.workers[address]
 
 
 class Ticket:
@@ -124,15 +127,19 @@ class Ticket:
 class Admission:
     """Per process: generations in flight per model and streams in flight, admitted or refused with 503.
 
-    read_queue_length(address) -> int reads a worker's status (raising UpstreamError or ValueError); it is only
-    called from a background thread."""
+    read_queue_length(address) -> int reads a worker's status (raising UpstreamError or ValueError); only poll()
+    calls it, which start_poller(poll_forever) runs in a background thread (started by the first capped request
+    when there are several processes, so after gunicorn's fork)."""
 
     def __init__(self, rules: AdmissionRules, read_queue_length: Callable[[str], int],
-                 clock: Callable[[], float] = time.monotonic, spawn: Callable[[Callable[[], None]], None] | None = None):
+                 clock: Callable[[], float] = time.monotonic,
+                 start_poller: Callable[[Callable[[], None]], None] | None = None):
         self.rules = rules
         self._read_queue_length = read_queue_length
         self._clock = clock
-        self._spawn = spawn or _daemon_thread
+        self._start_poller = start_poller or _daemon_thread
+        self._polling = False
+        self._stopped = threading.Event()
         self._models: dict[str, _Model] = {}
         self._streams = 0
         self._lock = threading.Lock()
@@ -141,7 +148,7 @@ class Admission:
         """A place for a request to `model`; raises ApiError 503 (model_overloaded, server_overloaded) with
         Retry-After when there is none. Costs a lock and a few dict operations, no network."""
         now = self._clock()
-        read = error = None
+        start_poller = False
         with self._lock:
             limit = self.rules.stream_limit
             if stream and limit is not None and self._streams >= limit:
@@ -150,13 +157,17 @@ class Admission:
             if state is None:
                 state = self._models[model] = _Model()
             if self.rules.caps_models:
-                read, error = self._check(model, state, now)
+                if self.rules.processes > 1 and not self._polling:
+                    self._polling = start_poller = True
+                error = self._check(model, state, now)
+            else:
+                error = None
             if error is None:
                 state.in_flight += 1
                 if stream:
                     self._streams += 1
-        if read is not None:
-            self._spawn(read)
+        if start_poller:
+            self._start_poller(self._poll_forever)
         if error is not None:
             raise error
         return Ticket(self, model, stream, now)
@@ -179,32 +190,23 @@ class Admission:
     def streams(self) -> int:
         return self._streams
 
-    def _check(self, model: str, state: _Model, now: float) -> tuple[Callable[[], None] | None, ApiError | None]:
-        """Under the lock: the status read to start (outside the lock), and the error to raise if any."""
-        for address in [a for a, at in state.workers.items() if at < now - WORKER_MEMORY]:
-            del state.workers[address]
-        limit = self.rules.model_limit(len(state.workers))
-        if limit is None:
-            return None, None
-        read = None
+    def _check(self, model: str, state: _Model, now: float) -> ApiError | None:
+        """Under the lock: the error to refuse the request with, if any."""
+        state.forget_old_workers(now)
+        workers = max(1, len(state.workers))  # served by one at least, if it exists (else a 404 follows)
+        limit = self.rules.model_limit(workers)
         if self.rules.processes == 1:  # its own count is the whole count (of this instance): nothing to read
             estimate = state.in_flight
+        elif state.queue is None or now - state.read_at > STALE_READS * self.rules.status_ttl:
+            # No status to go by: this process's share of the cap is its cap.
+            estimate = limit if state.in_flight >= math.ceil(limit / self.rules.processes) else state.in_flight
         else:
-            if now - state.read_at >= self.rules.status_ttl and not state.reading:
-                state.reading = True
-                addresses = tuple(state.workers)
-                read = lambda: self._read(state, addresses)  # noqa: E731
-            if state.queue is None or now - state.read_at > STALE_READS * self.rules.status_ttl:
-                # No status to go by: this process's share of the cap is its cap.
-                share = math.ceil(limit / self.rules.processes)
-                estimate = limit if state.in_flight >= share else state.in_flight
-            else:
-                # What the workers held at the read, plus what this process started and less what it ended since;
-                # never less than this process has in flight (some of it may not have reached them at the read).
-                estimate = max(state.in_flight, state.queue + state.in_flight - state.in_flight_at_read)
+            # What the workers held at the read, plus what this process started and less what it ended since;
+            # never less than this process has in flight (some of it may not have reached them at the read).
+            estimate = max(state.in_flight, state.queue + state.in_flight - state.in_flight_at_read)
         if estimate < limit:
-            return read, None
-        return read, model_overloaded(model, self._retry_after(state, estimate, len(state.workers)))
+            return None
+        return model_overloaded(model, self._retry_after(state, estimate, workers))
 
     def _retry_after(self, state: _Model, estimate: int, workers: int) -> int:
         """Seconds until the workers are likely to take one more: the requests ahead of it beyond what they
@@ -214,24 +216,43 @@ class Admission:
         seconds = duration * max(1, estimate - running + 1) / running if running else duration
         return max(1, min(self.rules.retry_after_max, math.ceil(seconds)))
 
-    def _read(self, state: _Model, addresses: tuple[str, ...]) -> None:
-        """Sum the queue_length of the model's workers (in the background). One that does not answer still counts
-        toward the cap until it is no longer routed to (failover routes around it): no status is no reason to
-        admit more."""
+    def poll(self) -> None:
+        """Read the queue_length of the workers of every model routed to lately, once. A worker that does not
+        answer still counts toward its model's cap until it is no longer routed to (failover routes around it):
+        no status is no reason to admit more."""
+        now = self._clock()
         with self._lock:
-            in_flight = state.in_flight
-        total, answered = 0, 0
-        for address in addresses:
+            for model, state in list(self._models.items()):
+                state.forget_old_workers(now)
+                if not state.in_flight and not state.workers:
+                    del self._models[model]
+            polled = [(state, tuple(state.workers)) for state in self._models.values() if state.workers]
+        for state, addresses in polled:
+            with self._lock:
+                in_flight = state.in_flight
+            total, answered = 0, 0
+            for address in addresses:
+                try:
+                    total += self._read_queue_length(address)
+                    answered += 1
+                except (UpstreamError, ValueError) as exc:
+                    logger.warning("worker %s status unreadable: %s", address, getattr(exc, "message", exc))
+            with self._lock:
+                state.queue = total if answered else None
+                state.read_at, state.in_flight_at_read = self._clock(), in_flight
+
+    def close(self) -> None:
+        """Stop the background polling."""
+        self._stopped.set()
+
+    def _poll_forever(self) -> None:
+        while True:
             try:
-                total += self._read_queue_length(address)
-                answered += 1
-            except (UpstreamError, ValueError) as exc:
-                logger.warning("worker %s status unreadable: %s", address, getattr(exc, "message", exc))
-            except Exception:  # never leave `reading` set: the model would never be read again
-                logger.exception("worker %s status unreadable", address)
-        with self._lock:
-            state.queue = total if answered else None
-            state.read_at, state.in_flight_at_read, state.reading = self._clock(), in_flight, False
+                self.poll()
+            except Exception:  # never let the poller die: every process would fall back to its share
+                logger.exception("queue status poll failed")
+            if self._stopped.wait(self.rules.status_ttl):
+                return
 
     def _release(self, model: str, stream: bool, started: float) -> None:
         now = self._clock()

@@ -173,7 +173,11 @@ def test_a_process_borrows_the_room_other_processes_leave_as_the_workers_status_
     fill(adm, 1)
     adm.poll()
     assert workers.read == [W1]
-    fill(adm, 2)  # 2 + 2 borrowed: the workers hold 2 + what was started since the read
+    fill(adm, 1)  # 2 free at the read, half of it this process's until the next read
+    refused(adm)
+    workers.queues[W1] = 3
+    adm.poll()
+    fill(adm, 1)  # the other process took none of it: the last place is free
     assert refused(adm).code == "model_overloaded"
 
 
@@ -184,6 +188,30 @@ def test_a_process_below_its_share_is_refused_when_the_others_fill_the_workers()
     adm.routed(MODEL, W1)
     adm.poll()
     assert refused(adm).code == "model_overloaded"
+
+
+@pytest.mark.parametrize("queue_limit", [2, 3])
+def test_a_burst_over_several_processes_overshoots_the_cap_by_at_most_one_per_process(queue_limit):
+    processes: list[Admission] = []
+    worker = lambda address: sum(adm.in_flight(MODEL) for adm in processes)  # noqa: E731
+    for _ in range(3):
+        adm = admission(worker, worker_concurrency=2, queue_limit=queue_limit, processes=3)
+        learning = adm.admit(MODEL, False)
+        adm.routed(MODEL, W1)
+        learning.release()
+        processes.append(adm)
+    for adm in processes:
+        adm.poll()  # idle workers
+    admitted = 0
+    for _ in range(10):  # the burst comes in turns to each process, faster than the next read
+        for adm in processes:
+            try:
+                adm.admit(MODEL, True)
+                admitted += 1
+            except ApiError:
+                pass
+    cap = 2 + queue_limit
+    assert cap <= admitted <= cap + len(processes) - 1
 
 
 def test_what_this_process_ended_since_the_read_makes_room():

@@ -15,8 +15,10 @@ a cluster figure: workers x WORKER_CONCURRENCY generating + MODEL_QUEUE_LIMIT wa
 to in the last minute). With one process its own count is the figure to compare. With several (WEB_CONCURRENCY),
 each reads the queue_length of the workers of the models it served in the last minute from a background thread,
 once per QUEUE_STATUS_TTL, and goes by what they held at the read plus what it started and less what it ended
-since: what the other processes and instances did since the read is the error, bounded by the TTL, and no
-cross-process store is needed. Until a status is read (or when it is older than 4 TTLs) each process holds at most
+since. Until the next read it takes only its part (1 / WEB_CONCURRENCY) of the room the read showed, since the
+others may be filling it too: so a burst spread over the processes overshoots the cap by at most one request per
+process, what other gateway instances do since the read is the error (bounded by the TTL), and no cross-process
+store is needed. Until a status is read (or when it is older than 4 TTLs) each process holds at most
 its share, the cap / WEB_CONCURRENCY. A request counts once whatever its n.
 
 Failing safe: without WORKER_CONCURRENCY or MODEL_QUEUE_LIMIT, no per-model cap (FastChat's behaviour); a model no
@@ -203,7 +205,11 @@ class Admission:
         else:
             # What the workers held at the read, plus what this process started and less what it ended since;
             # never less than this process has in flight (some of it may not have reached them at the read).
-            estimate = max(state.in_flight, state.queue + state.in_flight - state.in_flight_at_read)
+            grown = state.in_flight - state.in_flight_at_read
+            estimate = max(state.in_flight, state.queue + grown)
+            # The others may be filling the same room until the next read: this process takes its part of it.
+            if grown >= math.ceil(max(0, limit - state.queue) / self.rules.processes):
+                estimate = max(estimate, limit)
         if estimate < limit:
             return None
         return model_overloaded(model, self._retry_after(state, estimate, workers))

@@ -230,7 +230,7 @@ _DECLARED = [
     Setting("MAX_STREAMS_PER_PROCESS", _limit("auto", "off", minimum=1), "auto",
             "streams in flight per gunicorn process; more get 503 `server_overloaded` with `Retry-After`, so "
             "threads stay free for `/health`, `/ready` and whole replies; `off`: no cap",
-            shown_default="`GUNICORN_THREADS` (gevent: `GUNICORN_WORKER_CONNECTIONS`) less an eighth, at least 2"),
+            shown_default="`GUNICORN_THREADS` (gevent: `GUNICORN_WORKER_CONNECTIONS`) less an eighth, 2 to 16 (496 of 512)"),
     Setting("RETRY_AFTER_MAX", _number(1, integer=True), 30,
             "the longest `Retry-After` of a back-pressure 503 (the openai SDK does not wait out more than 60 s in "
             "older versions, 120 s in newer ones: it gives up instead)", unit="s"),

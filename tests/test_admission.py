@@ -75,11 +75,11 @@ def test_a_ticket_gives_its_place_back_once():
 
 
 @pytest.mark.parametrize("setting, server, expected", [
-    ("auto", {"GUNICORN_WORKER_CLASS": "gthread", "GUNICORN_THREADS": 512, "GUNICORN_WORKER_CONNECTIONS": 1000}, 448),
+    ("auto", {"GUNICORN_WORKER_CLASS": "gthread", "GUNICORN_THREADS": 512, "GUNICORN_WORKER_CONNECTIONS": 1000}, 496),
     ("auto", {"GUNICORN_WORKER_CLASS": "gthread", "GUNICORN_THREADS": 16, "GUNICORN_WORKER_CONNECTIONS": 1000}, 14),
     ("auto", {"GUNICORN_WORKER_CLASS": "gthread", "GUNICORN_THREADS": 4, "GUNICORN_WORKER_CONNECTIONS": 1000}, 2),
     ("auto", {"GUNICORN_WORKER_CLASS": "sync", "GUNICORN_THREADS": 1, "GUNICORN_WORKER_CONNECTIONS": 1000}, 1),
-    ("auto", {"GUNICORN_WORKER_CLASS": "gevent", "GUNICORN_THREADS": 512, "GUNICORN_WORKER_CONNECTIONS": 1000}, 875),
+    ("auto", {"GUNICORN_WORKER_CLASS": "gevent", "GUNICORN_THREADS": 512, "GUNICORN_WORKER_CONNECTIONS": 1000}, 984),
     ("auto", {"GUNICORN_WORKER_CLASS": "gunicorn.workers.ggevent.GeventWorker", "GUNICORN_THREADS": 4,
               "GUNICORN_WORKER_CONNECTIONS": 40}, 35),
     (7, {"GUNICORN_WORKER_CLASS": "gthread", "GUNICORN_THREADS": 4, "GUNICORN_WORKER_CONNECTIONS": 4}, 7),

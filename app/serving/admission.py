@@ -84,7 +84,8 @@ class AdmissionRules:
 
 def stream_limit(setting, server: Mapping) -> int | None:
     """MAX_STREAMS_PER_PROCESS: a number, off (None), or auto: what a process can hold at once (gthread: its threads;
-    gevent and eventlet: its connections) less an eighth, at least 2, kept for probes and whole replies."""
+    gevent and eventlet: its connections) less a reserve for probes, refusals and whole replies: an eighth, at least
+    2 and at most 16 (probes and refusals take a thread for a few ms; 512 threads keep 496 for streams)."""
     if setting == "off":
         return None
     if setting != "auto":
@@ -92,7 +93,7 @@ def stream_limit(setting, server: Mapping) -> int | None:
     worker_class = server["GUNICORN_WORKER_CLASS"].lower()
     green = "gevent" in worker_class or "eventlet" in worker_class
     slots = server["GUNICORN_WORKER_CONNECTIONS"] if green else server["GUNICORN_THREADS"]
-    return max(1, slots - max(2, slots // 8))
+    return max(1, slots - min(16, max(2, slots // 8)))
 
 
 @dataclass

@@ -133,7 +133,9 @@ _ERROR_RESPONSES: dict[int, tuple[str, str]] = {
     500: ("InternalServerError", "A worker error (`worker_error`), or an unexpected server error."),
     502: ("BadGateway", "The controller or a worker sent a non-200 or malformed reply (`upstream_error`)."),
     503: ("ServiceUnavailable", "No worker for the model, the controller or worker unreachable "
-                                "(`upstream_unavailable`), or the worker out of CUDA memory (`worker_error`)."),
+                                "(`upstream_unavailable`), the worker out of CUDA memory (`worker_error`), or "
+                                "back-pressure with a Retry-After header: the model's workers full "
+                                "(`model_overloaded`) or this server's streams (`server_overloaded`)."),
     504: ("GatewayTimeout", "The controller or a worker timed out (`upstream_timeout`)."),
 }
 

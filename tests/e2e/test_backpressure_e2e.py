@@ -69,11 +69,12 @@ def backpressure_rejections(url: str) -> float:
 
 
 # ---------------------------------------------------------------------------------------------- streams per process
-@pytest.fixture(scope="module")
-def stream_capped(run_dir):
-    # 4 threads: streams capped at 2 (4 less the reserve of 2), so a third waits for nothing
-    with over_simulated_worker(run_dir, "bp-streams", "--tokens", "400", "--token-delay", "0.05",
-                               WEB_CONCURRENCY="1", GUNICORN_THREADS="4") as (gateway, _):
+@pytest.fixture(scope="module", params=["gthread", "gevent"])
+def stream_capped(run_dir, request):
+    # 4 threads (gevent: 4 connections): streams capped at 2 (4 less the reserve of 2), so a third waits for nothing
+    with over_simulated_worker(run_dir, f"bp-streams-{request.param}", "--tokens", "400", "--token-delay", "0.05",
+                               WEB_CONCURRENCY="1", GUNICORN_WORKER_CLASS=request.param, GUNICORN_THREADS="4",
+                               GUNICORN_WORKER_CONNECTIONS="4") as (gateway, _):
         yield gateway
 
 

@@ -1,7 +1,9 @@
 """Back-pressure (app.serving.admission): who is admitted, who gets 503 + Retry-After, and what is given back."""
 import pytest
 
+from app import create_app
 from app.errors import ApiError
+from app.settings import ConfigError
 from app.serving.admission import WORKER_MEMORY, Admission, AdmissionRules, stream_limit
 from app.upstream.errors import UNAVAILABLE, UpstreamError
 
@@ -313,3 +315,8 @@ def test_rules_from_settings():
     assert AdmissionRules.from_config({**config, "MODEL_QUEUE_LIMIT": 4}, server).model_limit(2) == 14
     assert AdmissionRules.from_config({**config, "MODEL_QUEUE_LIMIT": "off"}, server).model_limit(2) is None
     assert AdmissionRules.from_config({**config, "WORKER_CONCURRENCY": 0}, server).model_limit(2) is None
+
+
+def test_a_cap_that_refuses_everything_is_a_config_error():
+    with pytest.raises(ConfigError, match="MODEL_QUEUE_LIMIT=0 without WORKER_CONCURRENCY"):
+        create_app({"MODEL_QUEUE_LIMIT": 0}, environ={})

@@ -38,6 +38,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
 from app.errors import ApiError, model_overloaded, server_overloaded
+from app.settings import ConfigError
 from app.upstream.errors import UpstreamError
 
 logger = logging.getLogger(__name__)
@@ -73,8 +74,12 @@ class AdmissionRules:
 
     @classmethod
     def from_config(cls, config: Mapping, server: Mapping) -> "AdmissionRules":
-        """From the app's settings and gunicorn's (server: app.settings.read(environ, SERVER))."""
+        """From the app's settings and gunicorn's (server: app.settings.read(environ, SERVER)). Raises ConfigError
+        for a cap that would refuse every request."""
         queue_limit = config["MODEL_QUEUE_LIMIT"]
+        if queue_limit == 0 and not config["WORKER_CONCURRENCY"]:
+            raise ConfigError("MODEL_QUEUE_LIMIT=0 without WORKER_CONCURRENCY would refuse every request: set "
+                              "WORKER_CONCURRENCY to what each worker generates at once")
         return cls(worker_concurrency=0 if queue_limit == "off" else config["WORKER_CONCURRENCY"],
                    queue_limit=None if queue_limit in ("auto", "off") else queue_limit,
                    processes=server["WEB_CONCURRENCY"],

@@ -11,14 +11,19 @@ interleaved rounds (the order rotates, so load from other work on the machine fa
 closed-loop non-streamed chat load (16 tokens) at each concurrency on each target, reading every gunicorn
 process's CPU counters (psutil user + system, the master included) after the warm-up and after the last
 response. Prints, per target and concurrency, requests/s and server CPU ms per request over all rounds, and the
-machine's other load. Issue 15's per-request changes are measured with it (README, Performance).
+machine's other load. Then each tree's app alone, called in one thread by bench/request_probe.py over the same
+workers (no gunicorn, no thread handoffs, no GIL waits), the trees taking turns: its Python CPU per request, the
+figure that moves least when other work shares the machine. Issue 15's per-request changes are measured with it (README, Performance).
 """
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import shutil
+import statistics
 import subprocess
+import sys
 import tempfile
 from pathlib import Path
 
@@ -55,18 +60,43 @@ class BaselineGateway:
             shutil.rmtree(self.source, ignore_errors=True)
 
 
+def probe(trees: dict[str, Path], controller: str, body: dict, rounds: int, requests: int) -> None:
+    """Each tree's app alone in one thread (bench/request_probe.py), the trees taking turns: the Python cost."""
+    figures: dict[str, list[float]] = {name: [] for name in trees}
+    for round_ in range(rounds):
+        for name, source in trees.items():
+            out = subprocess.run(
+                [sys.executable, str(Path(__file__).with_name("request_probe.py")), "--controller", controller,
+                 "--body", json.dumps(body), "--requests", str(requests), "--rounds", "2"],
+                env={**production_environ(), "PYTHONPATH": str(source)}, cwd=source, capture_output=True,
+                text=True, timeout=600)
+            if out.returncode != 0:
+                raise SystemExit(f"probe of {name} failed: {out.stderr[-2000:]}")
+            result = json.loads(out.stdout.strip().splitlines()[-1])
+            if not result["app"].startswith(str(source)):
+                raise SystemExit(f"probe of {name} imported {result['app']}, not the tree's app")
+            figures[name] += result["cpu_ms_per_request"]
+            log(f"probe round {round_ + 1} {name}: {result['cpu_ms_per_request']} ms CPU/request")
+    print("\n| app alone, one thread (request_probe) | CPU per request, median | min | max |")
+    print("|---|---|---|---|")
+    for name, values in figures.items():
+        print(f"| {name} | {statistics.median(values):.3f} ms | {min(values):.3f} ms | {max(values):.3f} ms |")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], epilog=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--baseline", default="HEAD", help="commit to compare with (default HEAD; none: no baseline)")
     parser.add_argument("--fastchat", action="store_true", help="measure FastChat's own API server too")
-    parser.add_argument("--concurrency", default="1,16", help="comma-separated (default 1,16)")
+    parser.add_argument("--concurrency", default="1,16", help="comma-separated (default 1,16; none: only the probe)")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--seconds", type=float, default=5.0, help="per measurement (default 5)")
+    parser.add_argument("--probe-requests", type=int, default=1500,
+                        help="requests per probe round (bench/request_probe.py; 0: no probe)")
     parser.add_argument("--gateway-env", action="append", default=[], metavar="KEY=VALUE",
                         help="environment for this tree's gateway on top of its defaults (repeatable)")
     args = parser.parse_args(argv)
-    levels = [int(c) for c in args.concurrency.split(",")]
+    levels = [int(c) for c in args.concurrency.split(",") if c and c != "none"]
 
     loadgen.raise_nofile_limit()
     run_dir = Path(tempfile.mkdtemp(prefix="fastchat-gateway-request-cost-"))
@@ -121,6 +151,9 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"| {name} | {concurrency} | {row['ok'] / row['seconds']:.0f} | "
                       f"{1000 * row['cpu'] / max(row['ok'], 1):.3f} ms | {row['errors']} | "
                       f"{row['other'] / row['seconds']:.2f} |")
+        if args.probe_requests:
+            trees = {"this tree": REPO_ROOT, **({f"baseline {args.baseline}": baseline.source} if baseline else {})}
+            probe(trees, stack.controller_url, body, args.rounds, args.probe_requests)
         print(f"\nload average: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
     finally:
         if baseline is not None:

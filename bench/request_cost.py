@@ -63,6 +63,7 @@ class BaselineGateway:
 def probe(trees: dict[str, Path], controller: str, body: dict, rounds: int, requests: int) -> None:
     """Each tree's app alone in one thread (bench/request_probe.py), the trees taking turns: the Python cost."""
     figures: dict[str, list[float]] = {name: [] for name in trees}
+    opcodes: dict[str, list[float]] = {name: [] for name in trees}
     for round_ in range(rounds):
         for name, source in trees.items():
             out = subprocess.run(
@@ -76,12 +77,16 @@ def probe(trees: dict[str, Path], controller: str, body: dict, rounds: int, requ
             if not result["app"].startswith(str(source)):
                 raise SystemExit(f"probe of {name} imported {result['app']}, not the tree's app")
             figures[name] += result["cpu_ms_per_request"]
-            log(f"probe round {round_ + 1} {name}: {result['cpu_ms_per_request']} ms CPU/request")
+            opcodes[name].append(result["opcodes_per_request"])
+            log(f"probe round {round_ + 1} {name}: {result['cpu_ms_per_request']} ms CPU/request, "
+                f"{result['opcodes_per_request']} opcodes/request")
     # The least disturbed slice (min) is the steadiest figure on a shared machine; the median shows the spread.
-    print("\n| app alone, one thread (request_probe) | CPU per request, min | median | max |")
-    print("|---|---|---|---|")
+    print("\n| app alone, one thread (request_probe) | CPU per request, min | median | max | Python opcodes per "
+          "request |")
+    print("|---|---|---|---|---|")
     for name, values in figures.items():
-        print(f"| {name} | {min(values):.3f} ms | {statistics.median(values):.3f} ms | {max(values):.3f} ms |")
+        print(f"| {name} | {min(values):.3f} ms | {statistics.median(values):.3f} ms | {max(values):.3f} ms | "
+              f"{statistics.median(opcodes[name]):,.0f} |")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -4,7 +4,7 @@
 
 Builds the app (whichever `app` package PYTHONPATH finds first) as gunicorn would, with the access log written
 (to /dev/null) and Prometheus in multiprocess mode, and calls its WSGI callable in this one thread, request after
-request, over real sockets to the controller and workers. The CPU is this process's (time.process_time), so the
+request, over real sockets to the controller and workers, then counts the Python bytecodes a request runs. The CPU is this process's (time.process_time), so the
 figure leaves out gunicorn's sockets and thread handoffs and the GIL waits of a loaded process: the app's own cost,
 which moves far less than the whole gateway's when other work shares the machine. Prints one JSON line.
 """
@@ -20,6 +20,26 @@ import tempfile
 import time
 
 
+def count_opcodes(one, requests: int) -> float:
+    """Python bytecodes run per request (sys.settrace opcode events): a figure other work on the machine cannot
+    move, for the Python half of the cost (C code such as json's encoder or socket calls counts one call each)."""
+    count = [0]
+
+    def trace(frame, event, arg):
+        frame.f_trace_opcodes = True
+        if event == "opcode":
+            count[0] += 1
+        return trace
+
+    sys.settrace(trace)
+    try:
+        for _ in range(requests):
+            one()
+    finally:
+        sys.settrace(None)
+    return round(count[0] / requests, 1)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--controller", required=True)
@@ -27,6 +47,7 @@ def main() -> int:
     parser.add_argument("--requests", type=int, default=2000)
     parser.add_argument("--warmup", type=int, default=200)
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--opcodes", type=int, default=100, help="requests traced to count Python opcodes")
     args = parser.parse_args()
 
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="request-probe-metrics-")
@@ -42,7 +63,10 @@ def main() -> int:
     from app.factory import create_app  # noqa: E402 - after the metrics folder is set
     from werkzeug.test import EnvironBuilder
 
-    app = create_app(environ={"CONTROLLER_ADDRESS": args.controller})
+    # The controller's pick is reused for good: its round trip (every 0.1 s per process by default) would land on
+    # whichever request comes, and more often per request when tracing slows them down.
+    app = create_app(environ={"CONTROLLER_ADDRESS": args.controller, "WORKER_PICK_INTERVAL": "1000000",
+                              "WORKER_PICK_TTL": "1000000"})
     body = args.body
     template = EnvironBuilder(path="/v1/chat/completions", method="POST", data=body,
                               content_type="application/json",
@@ -69,8 +93,9 @@ def main() -> int:
         for _ in range(args.requests):
             one()
         per_request.append((time.process_time() - started) / args.requests)
-    print(json.dumps({"app": sys.modules["app"].__file__, "cpu_ms_per_request": [round(1000 * x, 4)
-                                                                                 for x in per_request]}))
+    print(json.dumps({"app": sys.modules["app"].__file__,
+                      "cpu_ms_per_request": [round(1000 * x, 4) for x in per_request],
+                      "opcodes_per_request": count_opcodes(one, args.opcodes) if args.opcodes else None}))
     return 0
 
 

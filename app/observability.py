@@ -119,11 +119,12 @@ def current_record() -> RequestRecord:
 
 
 def _start() -> None:
-    offered = request.headers.get("X-Request-Id", "")
+    req = request._get_current_object()  # one context lookup, not one per attribute
+    offered = req.headers.get("X-Request-Id", "")
+    rule = req.url_rule
     g.request_record = RequestRecord(
         request_id=offered if _REQUEST_ID.fullmatch(offered) else uuid.uuid4().hex,
-        route=request.url_rule.rule if request.url_rule else "unmatched", method=request.method,
-        remote=request.remote_addr)
+        route=rule.rule if rule else "unmatched", method=req.method, remote=req.remote_addr)
 
 
 def _finish(response: Response) -> Response:

@@ -13,6 +13,7 @@ from app import api, auth, error_handlers, metrics, observability
 from app.config import load_config
 from app.images.fetch import ImageFetcher
 from app.images.rules import ImageRules
+from app.json_provider import GatewayJSONProvider
 from app.serving.admission import Admission, AdmissionRules
 from app.serving.cluster import Cluster
 from app.settings import SERVER, read as read_settings
@@ -33,9 +34,7 @@ def create_app(test_config: Mapping[str, Any] | None = None, environ: Mapping[st
     app.url_map.merge_slashes = False
     app.config.from_mapping(load_config(environ, test_config))
     app.config["MAX_CONTENT_LENGTH"] = app.config["MAX_REQUEST_BODY_BYTES"]  # larger bodies: 413
-    app.json.compact = True
-    app.json.ensure_ascii = False
-    app.json.sort_keys = False
+    app.json = GatewayJSONProvider(app)  # compact, UTF-8 as is, keys in order
     error_handlers.register_error_handlers(app)
     observability.init_app(app)  # first, so that even a request refused by auth gets an id and a log line
     if app.config["CORS_ALLOWED_ORIGINS"]:

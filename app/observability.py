@@ -42,7 +42,7 @@ class RequestRecord:
     def first_token(self) -> None:
         if self.time_to_first_token is None:
             self.time_to_first_token = time.perf_counter() - self.started
-            metrics.TIME_TO_FIRST_TOKEN.labels(self.route).observe(self.time_to_first_token)
+            _child(metrics.TIME_TO_FIRST_TOKEN, self.route).observe(self.time_to_first_token)
 
     def stream_started(self) -> None:
         self.stream = True
@@ -56,33 +56,49 @@ class RequestRecord:
         """Count the request and write its access-log line (prompts and outputs are never part of it)."""
         duration = time.perf_counter() - self.started
         model = "" if status in _UNLABELLED_STATUSES or not self.model else self.model
-        metrics.REQUESTS.labels(self.route, model, str(status)).inc()
-        metrics.LATENCY.labels(self.route).observe(duration)
+        code = str(status)
+        _child(metrics.REQUESTS, self.route, model, code).inc()
+        _child(metrics.LATENCY, self.route).observe(duration)
         key = self.key or "-"
-        metrics.KEY_REQUESTS.labels(key, str(status)).inc()
+        _child(metrics.KEY_REQUESTS, key, code).inc()
         usage = self.usage or {}
         prompt_tokens, completion_tokens = usage.get("prompt_tokens"), usage.get("completion_tokens")
         if model and isinstance(prompt_tokens, int):
-            metrics.PROMPT_TOKENS.labels(model).inc(prompt_tokens)
-            metrics.KEY_TOKENS.labels(key, "prompt").inc(prompt_tokens)
+            _child(metrics.PROMPT_TOKENS, model).inc(prompt_tokens)
+            _child(metrics.KEY_TOKENS, key, "prompt").inc(prompt_tokens)
         if model and isinstance(completion_tokens, int):
-            metrics.COMPLETION_TOKENS.labels(model).inc(completion_tokens)
-            metrics.KEY_TOKENS.labels(key, "completion").inc(completion_tokens)
-        ttft = f"{self.time_to_first_token * 1000:.1f}" if self.time_to_first_token is not None else "-"
-        access_log.info(
-            "request_id=%s remote=%s key=%s method=%s route=%s model=%s status=%s stream=%s duration_ms=%.1f "
-            "ttft_ms=%s prompt_tokens=%s completion_tokens=%s%s", self.request_id, self.remote or "-", key,
-            self.method, self.route,
-            _printable(self.model) if self.model else "-", status, str(self.stream).lower(), duration * 1000, ttft,
-            prompt_tokens if prompt_tokens is not None else "-",
-            completion_tokens if completion_tokens is not None else "-",
-            f" stream_error={self.stream_error}" if self.stream_error else "")
+            _child(metrics.COMPLETION_TOKENS, model).inc(completion_tokens)
+            _child(metrics.KEY_TOKENS, key, "completion").inc(completion_tokens)
+        if access_log.isEnabledFor(logging.INFO):
+            ttft = f"{self.time_to_first_token * 1000:.1f}" if self.time_to_first_token is not None else "-"
+            # handle(makeRecord(...)) is what info() does, without looking up the calling frame (findCaller),
+            # which no access-log format prints.
+            access_log.handle(access_log.makeRecord(access_log.name, logging.INFO, __file__, 0, (
+                "request_id=%s remote=%s key=%s method=%s route=%s model=%s status=%s stream=%s duration_ms=%.1f "
+                "ttft_ms=%s prompt_tokens=%s completion_tokens=%s%s"), (
+                self.request_id, self.remote or "-", key, self.method, self.route,
+                _printable(self.model) if self.model else "-", status, "true" if self.stream else "false",
+                duration * 1000, ttft, prompt_tokens if prompt_tokens is not None else "-",
+                completion_tokens if completion_tokens is not None else "-",
+                f" stream_error={self.stream_error}" if self.stream_error else ""), None, "finish"))
         for callback in self.on_finish:
             callback(self, status)
 
     def rejected(self, reason: str) -> None:
         """Count a refusal before any worker was asked (metrics.REJECTIONS), by the request's key."""
         metrics.REJECTIONS.labels(self.key or "-", reason).inc()
+
+
+# (metric, label values) -> its child. labels() takes a lock and builds the label tuple on every call; a request
+# makes up to seven. As many entries as prometheus_client keeps children itself.
+_CHILDREN: dict[tuple, object] = {}
+
+
+def _child(metric, *labels: str):
+    child = _CHILDREN.get((metric, labels))
+    if child is None:
+        child = _CHILDREN[(metric, labels)] = metric.labels(*labels)
+    return child
 
 
 def _printable(value: str, limit: int = 128) -> str:
@@ -103,11 +119,12 @@ def current_record() -> RequestRecord:
 
 
 def _start() -> None:
-    offered = request.headers.get("X-Request-Id", "")
+    req = request._get_current_object()  # one context lookup, not one per attribute
+    offered = req.headers.get("X-Request-Id", "")
+    rule = req.url_rule
     g.request_record = RequestRecord(
         request_id=offered if _REQUEST_ID.fullmatch(offered) else uuid.uuid4().hex,
-        route=request.url_rule.rule if request.url_rule else "unmatched", method=request.method,
-        remote=request.remote_addr)
+        route=rule.rule if rule else "unmatched", method=req.method, remote=req.remote_addr)
 
 
 def _finish(response: Response) -> Response:

@@ -4,7 +4,7 @@ import json
 import pytest
 
 from app.serving.prompt import (
-    STYLE_NUMBERINGS, Template, TemplateError, build_prompt, detect_numbering, merge_stop, render,
+    STYLE_NUMBERINGS, Template, TemplateError, build_prompt, detect_numbering, merge_stop, parsed_template, render,
 )
 
 # §6.2, typed in independently of the module's tables so a wrong table entry fails a test.
@@ -476,3 +476,20 @@ def test_cllm_places_the_images_of_the_last_message_and_refuses_earlier_ones():
         build_prompt(head_template("CLLM"), IMAGE_MESSAGES)
     assert caught.value.param == "messages[0].content[1]"
     assert "renders only the last message" in caught.value.message
+
+
+def test_parsed_template_parses_each_wire_dict_once_and_a_new_dict_again():
+    conv = dict(VICUNA)
+    first = parsed_template(conv)
+    assert first == Template.from_wire(conv)
+    assert parsed_template(conv) is first  # the same dict: the same Template, not parsed again
+    assert parsed_template(conv, "0.2.36") == Template.from_wire(conv, "0.2.36")  # numbering is part of the key
+    changed = conv | {"system_message": "Other."}  # a worker re-fetched after a restart sends a new dict
+    assert parsed_template(changed).system_message == "Other."
+
+
+def test_parsed_template_raises_for_a_bad_template_every_time():
+    bad = {key: value for key, value in VICUNA.items() if key != "sep"}
+    for _ in range(2):
+        with pytest.raises(TemplateError, match="missing key 'sep'"):
+            parsed_template(bad)

@@ -11,6 +11,7 @@ from marshmallow import ValidationError, fields, post_load, validates_schema
 from app.images.check import load_part
 from app.images.parts import IMAGE_TOO_MANY, ImageError
 from app.images.rules import ImageRules
+from app.schemas.chat_common import load_common
 from app.schemas.fields import (CodedMessage, InRange, RangeMessage, RequestSchema, UnsupportedMessage, accept_only,
                                 strict_boolean, unsupported)
 from app.schemas.sampling import SamplingRequestSchema
@@ -189,6 +190,14 @@ class ChatCompletionRequestSchema(SamplingRequestSchema):
         super().__init__(**kwargs)
         self.fields["messages"].max_items = max_messages
         self.fields["messages"].image_rules = image_rules
+
+    def load(self, data, **kwargs):
+        """The plain text chat loaded without marshmallow's walk (app.schemas.chat_common), anything else by it."""
+        if not kwargs:
+            params = load_common(self, data)
+            if params is not None:
+                return params
+        return super().load(data, **kwargs)
 
     @validates_schema
     def _check_chat_combinations(self, data, **kwargs):

@@ -16,7 +16,7 @@ from app.images.parts import UNSUPPORTED, Image, ImageError, ImageUrl
 from app.images.rules import ImageRules
 from app.serving import failover
 from app.serving.admission import Admission
-from app.serving.prompt import Template, TemplateError
+from app.serving.prompt import Template, TemplateError, parsed_template
 from app.upstream.errors import BAD_RESPONSE, UpstreamError
 from app.upstream.worker import Workers, WorkerStream
 from app.upstream.worker_source import WorkerSource
@@ -68,7 +68,7 @@ class Cluster:
     def template(self, address: str, model: str) -> Template:
         """The worker's conversation template, in the sep_style numbering it uses."""
         try:
-            return Template.from_wire(self.workers.conv_template(address, model), self.numbering)
+            return parsed_template(self.workers.conv_template(address, model), self.numbering)
         except TemplateError as exc:
             raise UpstreamError(BAD_RESPONSE, f"The worker's conversation template is unusable: {exc}") from None
 

@@ -118,6 +118,26 @@ class Template:
         )
 
 
+
+# Wire dict identity -> (that dict, its Template). The entry holds the dict, so its id cannot be reused meanwhile.
+_PARSED: dict[tuple[int, str], tuple[dict, Template]] = {}
+_PARSED_LIMIT = 1024
+
+
+def parsed_template(conv: dict, numbering: str = "auto") -> Template:
+    """Template.from_wire(conv, numbering), parsed once per wire dict. app.upstream.worker caches each worker's
+    template and hands out the same dict, never changed, until it forgets that worker (then a new dict comes), so
+    parsing it again for every request (~3 % of a request's CPU) would only repeat the same work."""
+    key = (id(conv), numbering)
+    hit = _PARSED.get(key)
+    if hit is not None and hit[0] is conv:
+        return hit[1]
+    template = Template.from_wire(conv, numbering)
+    if len(_PARSED) >= _PARSED_LIMIT:  # workers come and go: forget everything now and then rather than grow
+        _PARSED.clear()
+    _PARSED[key] = (conv, template)
+    return template
+
 # --- wire parsing helpers -------------------------------------------------------------------------------------
 
 def _typed(conv: dict, key: str, kind: type, nullable: bool = False):

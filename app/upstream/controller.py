@@ -81,7 +81,7 @@ class Controller:
         """
         now = self._clock()
         with self._picks_lock:
-            picks = self._picks.setdefault(model, _Picks())
+            picks = self._picks.get(model) or self._picks.setdefault(model, _Picks())  # no new one per call
             cached = picks.next(now - self._pick_ttl) if now - picks.asked_at < self._pick_interval else None
             if cached is None:
                 picks.asked_at = now  # the other threads keep using the cached picks meanwhile

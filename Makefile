@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 PYTEST_ARGS ?=
 
-.PHONY: run test interop reliability bench profile demo clean
+.PHONY: run test interop reliability bench profile demo clean redis-server
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -56,12 +56,17 @@ demo: $(VENV)/.installed-test
 
 # Unit tests, then end-to-end tiers 1, 2 and 4 (real gunicorn, FastChat's controller from .venv-fastchat,
 # simulated workers, the openai SDK and LangChain). Tier 3 (a real FastChat model worker) is `make interop`.
-test: $(VENV)/.installed-test $(VENV)/.installed-encodings
+test: $(VENV)/.installed-test $(VENV)/.installed-encodings redis-server
 	$(BIN)/python -m pytest tests --ignore=tests/interop --ignore=tests/reliability $(PYTEST_ARGS)
 
 # Tier 3: a real FastChat model worker serving a tiny local model; builds .venv-fastchat-torch (CPU PyTorch).
 interop: $(VENV)/.installed-test
 	$(BIN)/python -m pytest tests/interop $(PYTEST_ARGS)
+
+# The per-key limits' end-to-end tests run a real Redis (harness/redis.py): Debian's redis-server, installed when
+# it is missing (CI runs as root on a fresh machine). The tests start and stop their own; none runs as a service.
+redis-server:
+	@command -v redis-server >/dev/null || { apt-get update -qq && apt-get install -y -qq redis-server; }
 
 clean:
 	rm -rf $(VENV) .pytest_cache *.egg-info

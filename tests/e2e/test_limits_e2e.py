@@ -1,6 +1,7 @@
 """Per-key limits under real gunicorn: one limit shared by the processes of one host (the embedded store) and by two
 gateway instances over a real redis-server; the openai SDK retrying a real 429; Redis killed and brought back; the
 key file changed under load."""
+import json
 import os
 import threading
 import time
@@ -9,6 +10,7 @@ from concurrent.futures import ThreadPoolExecutor
 import openai
 import pytest
 import requests
+from prometheus_client.mmap_dict import MmapedDict
 
 from harness.gateway import Gateway
 from harness.procs import require
@@ -95,18 +97,34 @@ def test_five_per_minute_is_five_of_eight_across_two_instances_and_four_processe
         assert 50_000 <= int(ratelimit(refused)["retry-after-ms"]) <= 60_000
 
 
-def test_the_embedded_store_holds_one_limit_across_four_processes(run_dir, worker, key_file):
-    # One thread per process, and requests that take a while: 8 at once are served by all 4 processes.
+def requests_by_process(metrics_dir, key):
+    """How many requests of `key` each gunicorn process answered, from its own prometheus_client file."""
+    counts = {}
+    for path in metrics_dir.glob("counter_*.db"):
+        pid = path.stem.rsplit("_", 1)[1]
+        for encoded, value, *_ in MmapedDict.read_all_values_from_file(str(path)):
+            name, _, labels, _ = json.loads(encoded)
+            if name == "fastchat_gateway_key_requests" and labels.get("key") == key and value:
+                counts[pid] = counts.get(pid, 0) + int(value)
+    return counts
+
+
+def test_the_embedded_store_holds_one_limit_across_four_processes(run_dir, worker, key_file, tmp_path):
+    # One connection at a time per process, and requests that take a while: 8 at once spread over the processes.
+    metrics_dir = tmp_path / "metrics"
     gateway = Gateway(run_dir, "gateway-limits-embedded", API_KEYS_FILE=str(key_file),
-                      WORKER_ADDRESSES=worker.address, WEB_CONCURRENCY="4", GUNICORN_THREADS="1")
+                      WORKER_ADDRESSES=worker.address, WEB_CONCURRENCY="4", GUNICORN_THREADS="1",
+                      GUNICORN_WORKER_CONNECTIONS="1", PROMETHEUS_MULTIPROC_DIR=str(metrics_dir))
     try:
         with ThreadPoolExecutor(8) as pool:
             statuses = list(pool.map(lambda _: chat(gateway.url, "sk-five").status_code, range(8)))
         metrics = requests.get(f"{gateway.url}/metrics", timeout=10).text
+        served = requests_by_process(metrics_dir, "five")
     finally:
         gateway.stop()
     assert sorted(statuses) == [200] * 5 + [429] * 3
     assert 'fastchat_gateway_rejections_total{key="five",reason="rate"} 3.0' in metrics
+    assert len(served) >= 2 and sum(served.values()) == 8, served  # one count, whichever process answered
 
 
 def test_the_openai_sdk_retries_a_429_after_the_advertised_time(run_dir, worker, key_file):

@@ -10,6 +10,9 @@ import openai
 import pytest
 from prometheus_client import REGISTRY
 
+from limits import RateLimitItemPerMinute
+from limits.strategies import FixedWindowRateLimiter
+
 from app import create_app
 from app.limits.embedded import EmbeddedStorage
 from app.limits.guard import StoreGuard
@@ -69,7 +72,7 @@ def limited_app(config, tmp_path, clock):
     app = create_app({**config, "API_KEYS_FILE": str(path), "RATE_LIMIT_DIR": str(tmp_path / "limits")},
                      environ={})
     store = EmbeddedStorage(str(tmp_path / "limits"), clock=clock)
-    app.extensions["limiter"] = KeyLimiter(store, store, StoreGuard(fail_open=True), store.errors, clock=clock)
+    app.extensions["limiter"] = KeyLimiter(store, StoreGuard(fail_open=True))
     return app
 
 
@@ -264,10 +267,26 @@ def test_durations_are_written_as_openai_does():
 def test_the_embedded_store_is_one_count_for_every_connection(tmp_path, clock):
     """Two storages on one directory stand for two gunicorn processes: each sees the other's hits."""
     first, second = (EmbeddedStorage(str(tmp_path), clock=clock) for _ in range(2))
-    assert first.incr("k", 60) == 1 and second.incr("k", 60, amount=5) == 6 and first.get("k") == 6
-    assert second.get_expiry("k") == clock.now + 60
+    assert first.admit("k", True, False, None, "a", 900).requests == 1
+    assert second.admit("k", True, False, None, "b", 900).requests == 2
+    second.settle("k", 30, None)
+    clock.now += 10
+    counts = first.admit("k", True, True, None, "c", 900)
+    assert (counts.requests, counts.requests_reset, counts.tokens_used, counts.tokens_reset) == (3, 50, 30, 50)
+    clock.now += 50
+    counts = second.admit("k", True, True, None, "d", 900)
+    assert (counts.requests, counts.tokens_used, counts.tokens_reset) == (1, 0, 0)  # new windows
+
+
+def test_limits_own_fixed_window_strategy_runs_on_the_embedded_store(tmp_path, clock):
+    """EmbeddedStorage is a `limits` Storage like the library's own: its FixedWindowRateLimiter works on it."""
+    store = EmbeddedStorage(str(tmp_path), clock=clock)
+    limiter, per_minute = FixedWindowRateLimiter(store), RateLimitItemPerMinute(2)
+    assert [limiter.hit(per_minute, "k") for _ in range(3)] == [True, True, False]
+    stats = limiter.get_window_stats(per_minute, "k")
+    assert stats.remaining == 0 and stats.reset_time == clock.now + 60
     clock.now += 60
-    assert first.get("k") == 0 and second.incr("k", 60) == 1  # a new window
+    assert limiter.hit(per_minute, "k") and limiter.test(per_minute, "k")
 
 
 def test_a_parallel_slot_of_a_dead_process_is_freed_when_the_key_is_full(tmp_path, clock):
@@ -275,10 +294,15 @@ def test_a_parallel_slot_of_a_dead_process_is_freed_when_the_key_is_full(tmp_pat
     dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
                           text=True, check=True).stdout.strip()
     with store._lock:
-        store._db().execute("INSERT INTO leases VALUES ('k', 'gone', ?, ?)", (int(dead), clock.now + 900))
-    assert store.acquire("k", 1, "mine", 900) == (True, 1)  # the dead process's slot was dropped
-    assert store.acquire("k", 1, "other", 900) == (False, 1)  # a live one (this process) is kept
-    store.release("k", "mine")
-    assert store.acquire("k", 1, "other", 900) == (True, 1)
-    clock.now += 901  # a lease expires whoever holds it
-    assert store.acquire("k", 1, "third", 900) == (True, 1)
+        store._db().execute("INSERT INTO leases VALUES ('k/parallel', 'gone', ?, ?)", (int(dead), clock.now + 900))
+
+    def slot(lease):
+        counts = store.admit("k", requests=False, tokens=False, parallel=1, lease=lease, ttl=900)
+        return counts.slot_taken, counts.in_use
+
+    assert slot("mine") == (True, 1)  # the dead process's slot was dropped
+    assert slot("other") == (False, 1)  # a live one (this process) is kept
+    store.settle("k", 0, "mine")
+    assert slot("other") == (True, 1)
+    clock.now += 901  # a slot expires whoever holds it
+    assert slot("third") == (True, 1)

@@ -2,8 +2,9 @@
 
 limiter.py decides and settles; headers.py writes OpenAI's x-ratelimit-* headers; guard.py is what a store failure
 turns into (fail open or closed); the stores keep the counts where every process sees them: embedded.py in a SQLite
-file of the host (no service to run), redis_store.py in Redis (several gateway instances). The counting algorithm,
-a fixed window per minute, is the `limits` library's (FixedWindowRateLimiter over a `limits` Storage).
+file of the host (no service to run), redis_store.py in Redis (several gateway instances), each doing what a request
+needs in one round trip (counts.py). The windows are the `limits` library's fixed windows, over its Storage
+interface and, for Redis, its RedisStorage and increment script.
 """
 from __future__ import annotations
 
@@ -19,14 +20,11 @@ def build_limiter(config: Mapping[str, Any]) -> KeyLimiter:
     connection is made here (gunicorn may fork after), so a Redis that is down does not stop the start."""
     guard = StoreGuard(fail_open=config["RATE_LIMIT_STORE_FAILURE"] == "open")
     if config["REDIS_URL"]:
-        from app.limits.redis_store import redis_stores  # redis-py is imported only when it is used
+        from app.limits.redis_store import redis_store  # redis-py is imported only when it is used
 
-        counters, leases, errors = redis_stores(config["REDIS_URL"], config["REDIS_TIMEOUT"])
-    else:
-        from app.limits.embedded import EmbeddedStorage
+        return KeyLimiter(redis_store(config["REDIS_URL"], config["REDIS_TIMEOUT"]), guard)
+    from app.limits.embedded import EmbeddedStorage
 
-        # gunicorn.conf.py gives its processes one directory; without gunicorn (one process) the store makes one
-        # when first used.
-        counters = leases = EmbeddedStorage(config["RATE_LIMIT_DIR"] or None)
-        errors = EmbeddedStorage.errors
-    return KeyLimiter(counters, leases, guard, errors)
+    # gunicorn.conf.py gives its processes one directory; without gunicorn (one process) the store makes one when
+    # first used.
+    return KeyLimiter(EmbeddedStorage(config["RATE_LIMIT_DIR"] or None), guard)

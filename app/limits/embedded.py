@@ -1,9 +1,11 @@
 """The embedded store: one SQLite file (WAL) in a directory every gunicorn process of the host shares, so one
 key's limits hold across all of them with no service to run.
 
-EmbeddedStorage is a `limits` Storage (the counters of FixedWindowRateLimiter: one row per key and window, each
-hit one statement whatever its cost) and also keeps the parallel-request leases. A lease names its process, so one
-left by a process that died mid-request is dropped as soon as the key is full (and expires anyway).
+EmbeddedStorage is a `limits` Storage (its counters are limits' fixed windows: a row per key and window, a hit of any
+cost one statement; FixedWindowRateLimiter runs on it as on limits' own storages), with the limiter's batched
+operations: admit, refund and settle, each one transaction. It also keeps the parallel-request leases; a lease names
+its process, so one left by a process that died mid-request is dropped as soon as the key is full (and expires
+anyway).
 """
 from __future__ import annotations
 
@@ -14,6 +16,8 @@ import threading
 import time
 
 from limits.storage import Storage
+
+from app.limits.counts import WINDOW_SECONDS, Counts, parallel_key, requests_key, tokens_key
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS counters (key TEXT PRIMARY KEY, value INTEGER NOT NULL, expires REAL NOT NULL)
@@ -27,7 +31,7 @@ _INCR = """
 INSERT INTO counters (key, value, expires) VALUES (?1, ?2, ?3)
 ON CONFLICT (key) DO UPDATE SET value = CASE WHEN expires <= ?4 THEN ?2 ELSE value + ?2 END,
                                 expires = CASE WHEN expires <= ?4 THEN ?3 ELSE expires END
-RETURNING value
+RETURNING value, expires
 """
 
 
@@ -78,6 +82,63 @@ class EmbeddedStorage(Storage):
         with self._lock:
             return self._db().execute(_INCR, (key, amount, now + expiry, now)).fetchone()[0]
 
+    # ------------------------------------------------------------------------------------- the limiter's
+    def admit(self, name: str, requests: bool, tokens: bool, parallel: int | None, lease: str,
+              ttl: float) -> Counts:
+        """In one transaction: count a request (requests), read the tokens used (tokens), take one of `parallel`
+        slots for `lease`."""
+        now, counts = self._clock(), Counts()
+        with self._lock:
+            db = self._db()
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                if tokens:
+                    row = db.execute("SELECT value, expires FROM counters WHERE key = ? AND expires > ?",
+                                     (tokens_key(name), now)).fetchone()
+                    if row:
+                        counts.tokens_used, counts.tokens_reset = row[0], row[1] - now
+                if requests:
+                    counts.requests, expires = db.execute(
+                        _INCR, (requests_key(name), 1, now + WINDOW_SECONDS, now)).fetchone()
+                    counts.requests_reset = expires - now
+                if parallel:
+                    counts.slot_taken, counts.in_use = self._acquire(db, parallel_key(name), parallel, lease, ttl,
+                                                                     now)
+                db.execute("COMMIT")
+            except BaseException:
+                db.execute("ROLLBACK")
+                raise
+        return counts
+
+    def refund(self, name: str, request: bool, lease: str | None) -> None:
+        """Give back what a refused request took: its count, its slot."""
+        with self._lock:
+            db = self._db()
+            if request:
+                db.execute("UPDATE counters SET value = value - 1 WHERE key = ? AND expires > ?",
+                           (requests_key(name), self._clock()))
+            if lease is not None:
+                db.execute("DELETE FROM leases WHERE key = ? AND id = ?", (parallel_key(name), lease))
+
+    def settle(self, name: str, tokens: int, lease: str | None) -> None:
+        """A finished request: add the tokens it used, free its slot."""
+        now = self._clock()
+        with self._lock:
+            db = self._db()
+            if tokens and lease is not None:
+                db.execute("BEGIN IMMEDIATE")
+            try:
+                if tokens:
+                    db.execute(_INCR, (tokens_key(name), tokens, now + WINDOW_SECONDS, now)).fetchone()
+                if lease is not None:
+                    db.execute("DELETE FROM leases WHERE key = ? AND id = ?", (parallel_key(name), lease))
+                if tokens and lease is not None:
+                    db.execute("COMMIT")
+            except BaseException:
+                if db.in_transaction:
+                    db.execute("ROLLBACK")
+                raise
+
     def get(self, key: str) -> int:
         with self._lock:
             row = self._db().execute("SELECT value FROM counters WHERE key = ? AND expires > ?",
@@ -104,29 +165,17 @@ class EmbeddedStorage(Storage):
             self._db().execute("DELETE FROM counters WHERE key = ?", (key,))
 
     # ------------------------------------------------------------------------------------- parallel leases
-    def acquire(self, key: str, limit: int, lease: str, ttl: float) -> tuple[bool, int]:
-        """Take one of `limit` slots for `lease` (for at most `ttl` s): (taken, slots in use then)."""
-        now = self._clock()
-        with self._lock:
-            db = self._db()
-            db.execute("BEGIN IMMEDIATE")
-            try:
-                db.execute("DELETE FROM leases WHERE key = ? AND expires <= ?", (key, now))
-                (in_use,) = db.execute("SELECT count(*) FROM leases WHERE key = ?", (key,)).fetchone()
-                if in_use >= limit:  # full: first drop what dead processes left
-                    for (pid,) in db.execute("SELECT DISTINCT pid FROM leases WHERE key = ?", (key,)).fetchall():
-                        if not process_alive(pid):
-                            in_use -= db.execute("DELETE FROM leases WHERE key = ? AND pid = ?", (key, pid)).rowcount
-                taken = in_use < limit
-                if taken:
-                    db.execute("INSERT INTO leases VALUES (?, ?, ?, ?)", (key, lease, os.getpid(), now + ttl))
-                    in_use += 1
-                db.execute("COMMIT")
-            except BaseException:
-                db.execute("ROLLBACK")
-                raise
-        return taken, in_use
-
-    def release(self, key: str, lease: str) -> None:
-        with self._lock:
-            self._db().execute("DELETE FROM leases WHERE key = ? AND id = ?", (key, lease))
+    @staticmethod
+    def _acquire(db: sqlite3.Connection, key: str, limit: int, lease: str, ttl: float, now: float) -> tuple[bool, int]:
+        """Take one of `limit` slots for `lease` (for at most `ttl` s), in the caller's transaction: (taken, slots
+        in use then)."""
+        db.execute("DELETE FROM leases WHERE key = ? AND expires <= ?", (key, now))
+        (in_use,) = db.execute("SELECT count(*) FROM leases WHERE key = ?", (key,)).fetchone()
+        if in_use >= limit:  # full: first drop what dead processes left
+            for (pid,) in db.execute("SELECT DISTINCT pid FROM leases WHERE key = ?", (key,)).fetchall():
+                if not process_alive(pid):
+                    in_use -= db.execute("DELETE FROM leases WHERE key = ? AND pid = ?", (key, pid)).rowcount
+        if in_use >= limit:
+            return False, in_use
+        db.execute("INSERT INTO leases VALUES (?, ?, ?, ?)", (key, lease, os.getpid(), now + ttl))
+        return True, in_use + 1

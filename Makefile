@@ -39,9 +39,11 @@ run: $(VENV)/.installed-run
 reliability: $(VENV)/.installed-test
 	$(BIN)/python -m pytest tests/reliability $(PYTEST_ARGS)
 
-# Direct workers vs FastChat's openai_api_server vs the gateway, side by side; writes bench/results/.
-bench: $(VENV)/.installed-bench
+# Direct workers vs FastChat's openai_api_server vs the gateway, side by side; then what the per-key limiter costs
+# per request (embedded and Redis); writes bench/results/.
+bench: $(VENV)/.installed-bench redis-server
 	$(BIN)/python -m bench.benchmark $(BENCH_ARGS)
+	$(BIN)/python -m bench.limiter_cost
 
 # Where the gateway's CPU goes under the benchmark's load (py-spy); PROFILE_ARGS="--stream --concurrency 64".
 profile: $(VENV)/.installed-bench

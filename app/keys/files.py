@@ -1,6 +1,6 @@
 """Reading the accepted keys: API_KEYS, and API_KEYS_FILE in either of its two formats.
 
-A file whose name ends in `.toml` is a key file with names and policy (README, API keys and policy); any other is
+A file whose name ends in `.toml` is a key file with names and policy (README, API keys, per-key limits); any other is
 the plain one: one key per line, `#` comments. Every problem is a ConfigError naming the file, where in it, and
 what is wrong; no message ever quotes a key.
 """

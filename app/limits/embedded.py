@@ -169,9 +169,9 @@ class EmbeddedStorage(Storage):
     def _acquire(db: sqlite3.Connection, key: str, limit: int, lease: str, ttl: float, now: float) -> tuple[bool, int]:
         """Take one of `limit` slots for `lease` (for at most `ttl` s), in the caller's transaction: (taken, slots
         in use then)."""
-        db.execute("DELETE FROM leases WHERE key = ? AND expires <= ?", (key, now))
         (in_use,) = db.execute("SELECT count(*) FROM leases WHERE key = ?", (key,)).fetchone()
-        if in_use >= limit:  # full: first drop what dead processes left
+        if in_use >= limit:  # full: first drop the expired slots and what dead processes left
+            in_use -= db.execute("DELETE FROM leases WHERE key = ? AND expires <= ?", (key, now)).rowcount
             for (pid,) in db.execute("SELECT DISTINCT pid FROM leases WHERE key = ?", (key,)).fetchall():
                 if not process_alive(pid):
                     in_use -= db.execute("DELETE FROM leases WHERE key = ? AND pid = ?", (key, pid)).rowcount

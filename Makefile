@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 PYTEST_ARGS ?=
 
-.PHONY: run test interop reliability bench profile demo clean
+.PHONY: run test interop reliability bench profile demo clean redis-server
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -39,9 +39,11 @@ run: $(VENV)/.installed-run
 reliability: $(VENV)/.installed-test
 	$(BIN)/python -m pytest tests/reliability $(PYTEST_ARGS)
 
-# Direct workers vs FastChat's openai_api_server vs the gateway, side by side; writes bench/results/.
-bench: $(VENV)/.installed-bench
+# Direct workers vs FastChat's openai_api_server vs the gateway, side by side; then what the per-key limiter costs
+# per request (embedded and Redis); writes bench/results/.
+bench: $(VENV)/.installed-bench redis-server
 	$(BIN)/python -m bench.benchmark $(BENCH_ARGS)
+	$(BIN)/python -m bench.limiter_cost
 
 # Where the gateway's CPU goes under the benchmark's load (py-spy); PROFILE_ARGS="--stream --concurrency 64".
 profile: $(VENV)/.installed-bench
@@ -56,12 +58,17 @@ demo: $(VENV)/.installed-test
 
 # Unit tests, then end-to-end tiers 1, 2 and 4 (real gunicorn, FastChat's controller from .venv-fastchat,
 # simulated workers, the openai SDK and LangChain). Tier 3 (a real FastChat model worker) is `make interop`.
-test: $(VENV)/.installed-test $(VENV)/.installed-encodings
+test: $(VENV)/.installed-test $(VENV)/.installed-encodings redis-server
 	$(BIN)/python -m pytest tests --ignore=tests/interop --ignore=tests/reliability $(PYTEST_ARGS)
 
 # Tier 3: a real FastChat model worker serving a tiny local model; builds .venv-fastchat-torch (CPU PyTorch).
 interop: $(VENV)/.installed-test
 	$(BIN)/python -m pytest tests/interop $(PYTEST_ARGS)
+
+# The per-key limits' end-to-end tests run a real Redis (harness/redis.py): Debian's redis-server, installed when
+# it is missing (CI runs as root on a fresh machine). The tests start and stop their own; none runs as a service.
+redis-server:
+	@command -v redis-server >/dev/null || { apt-get update -qq && apt-get install -y -qq redis-server; }
 
 clean:
 	rm -rf $(VENV) .pytest_cache *.egg-info

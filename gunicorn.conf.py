@@ -12,6 +12,7 @@ import tempfile
 from gunicorn import glogging
 
 from app.config import ConfigError, load_config, load_server_config
+from app.settings import SETTINGS
 
 
 def _fail(exc: ConfigError):
@@ -81,6 +82,12 @@ _own_metrics_dir = not _server["PROMETHEUS_MULTIPROC_DIR"]
 if _own_metrics_dir:
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="fastchat-gateway-metrics-")
 
+# The per-key limits' embedded store (app.limits.embedded): one file all the processes share, so a key's limits
+# hold across them. Without RATE_LIMIT_DIR given, a temporary directory is made and removed, like the metrics'.
+_own_limits_dir = not SETTINGS["RATE_LIMIT_DIR"].read(os.environ)
+if _own_limits_dir:
+    os.environ["RATE_LIMIT_DIR"] = tempfile.mkdtemp(prefix="fastchat-gateway-limits-")
+
 
 def on_starting(server):
     """Check the app's settings in the master, so a bad one stops the server at once with its name;
@@ -112,6 +119,8 @@ def on_reload(server):
 def on_exit(server):
     if _own_metrics_dir:
         shutil.rmtree(os.environ["PROMETHEUS_MULTIPROC_DIR"], ignore_errors=True)
+    if _own_limits_dir:
+        shutil.rmtree(os.environ["RATE_LIMIT_DIR"], ignore_errors=True)
 
 
 def child_exit(server, worker):

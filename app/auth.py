@@ -1,16 +1,18 @@
 """API-key check for every route that is not explicitly public (fail closed: unknown paths need a key too), and
-the key's model allow-list. The keys themselves (API_KEYS, API_KEYS_FILE, re-read when it changes): app.keys."""
+the key's model allow-list and limits. The keys themselves (API_KEYS, API_KEYS_FILE, re-read when it changes):
+app.keys; the limits' counting: app.limits."""
 from __future__ import annotations
 
 import hmac
 from collections.abc import Iterable
 from datetime import datetime, timezone
 
-from flask import Flask, current_app, g, request
+from flask import Flask, Response, current_app, g, request
 
 from app.errors import api_key_expired, invalid_api_key, missing_api_key, model_not_found
 from app.keys.model import ApiKey, key_digest
 from app.keys.store import KeyStore
+from app.limits import build_limiter
 from app.observability import current_record
 
 # Endpoints anyone may call: probes, metrics and the API description; none reaches a worker.
@@ -23,7 +25,9 @@ def init_app(app: Flask) -> None:
     Raises ConfigError when API_KEYS_FILE cannot be read or has a problem (and no earlier keys are at hand)."""
     store = KeyStore(app.config["API_KEYS"], app.config["API_KEYS_FILE"])
     app.extensions["api_keys"] = store
+    app.extensions["limiter"] = build_limiter(app.config)
     app.before_request(require_api_key)
+    app.after_request(_rate_limit_headers)
 
 
 def _is_cors_preflight() -> bool:
@@ -55,6 +59,26 @@ def require_api_key() -> None:
     if found.expired(datetime.now(timezone.utc)):
         raise api_key_expired(found.expires.isoformat().replace("+00:00", "Z"))
     g.api_key = found
+    if found.limits is not None:
+        _admit(found)
+
+
+def _admit(api_key: ApiKey) -> None:
+    """Count the request against its key's limits (429 when over one); its tokens and parallel slot are settled
+    when it ends, a stream's at its last byte or when its client leaves."""
+    limiter, record = current_app.extensions["limiter"], current_record()
+    admission = limiter.admit(api_key, record.rejected)
+    g.rate_limit_headers = admission.headers
+    record.on_finish.append(lambda finished, status: limiter.settle(api_key, admission, finished.usage))
+
+
+def _rate_limit_headers(response: Response) -> Response:
+    """x-ratelimit-* on every response of a limited key: whole replies, errors and streams (before their first
+    byte). A 429 carries them itself."""
+    extra = g.get("rate_limit_headers")
+    if extra:
+        response.headers.update(extra)
+    return response
 
 
 def request_key() -> ApiKey | None:

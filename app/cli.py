@@ -62,7 +62,7 @@ def _epilog() -> str:
                   + " " * 25 + "whenever both are set, even without --ssl"),
     ]
     return ("Subcommand: fastchat-gateway key-digest [KEY] prints the SHA-256 digest of an API key, for "
-            "`sha256 = \"...\"`\nin a .toml API_KEYS_FILE (see README, API keys and policy).\n\n"
+            "`sha256 = \"...\"`\nin a .toml API_KEYS_FILE (see README, API keys, per-key limits).\n\n"
             "Every option is translated into an environment variable read by the app or gunicorn.conf.py (see "
             "README,\nConfiguration); an option not given leaves its variable as it is in the environment.\n\n"
             + "".join(f"  {flag:<22} {meaning}\n" for flag, meaning in mapped)

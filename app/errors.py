@@ -21,6 +21,7 @@ class ErrorCode(IntEnum):
     INVALID_MODEL = 40301
     PARAM_OUT_OF_RANGE = 40302
     CONTEXT_OVERFLOW = 40303
+    RATE_LIMIT = 42901
     ENGINE_OVERLOADED = 42903
     INTERNAL_ERROR = 50001
     CUDA_OUT_OF_MEMORY = 50002
@@ -86,6 +87,22 @@ def api_key_expired(expires: str) -> ApiError:
 def model_not_found(model: str) -> ApiError:
     return ApiError(404, f"The model `{model}` does not exist.", param="model", code="model_not_found",
                     fastchat_code=ErrorCode.INVALID_MODEL)
+
+
+def rate_limit_exceeded(limit_type: str, message: str, headers: dict) -> ApiError:
+    """429 as OpenAI sends it: `type` "requests" or "tokens", code rate_limit_exceeded, with Retry-After (which the
+    openai SDK waits for before it retries by itself) among `headers`. Its status is kept in ERROR_STATUS_MODE
+    =fastchat too: clients retry on the 429 itself."""
+    return ApiError(429, message, type=limit_type, code="rate_limit_exceeded", fastchat_code=ErrorCode.RATE_LIMIT,
+                    keep_status=True, headers=headers)
+
+
+def rate_limit_store_unavailable(retry_after: int) -> ApiError:
+    """RATE_LIMIT_STORE_FAILURE=closed and the limits' store cannot be reached: not the client's doing, so not a
+    429; the SDK retries a 503 after Retry-After."""
+    return ApiError(503, "The gateway cannot check this key's rate limits right now. Please try again shortly.",
+                    type="service_unavailable_error", code="rate_limit_store_unavailable",
+                    fastchat_code=ErrorCode.INTERNAL_ERROR, headers={"Retry-After": str(retry_after)})
 
 
 def context_length_exceeded(context_length: int, prompt_tokens: int, max_tokens: int | None,

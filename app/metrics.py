@@ -41,6 +41,11 @@ KEY_FILE_RELOADS = Counter("fastchat_gateway_key_file_reloads_total",
 # may not use) or backpressure (no room to wait for a worker).
 REJECTIONS = Counter("fastchat_gateway_rejections_total", "Requests refused before reaching a worker, by API key "
                      "name and reason.", ["key", "reason"])
+# The per-key limits' store (Redis, or the embedded file) failed; decision says what RATE_LIMIT_STORE_FAILURE made
+# of the request: open (let in unlimited) or closed (refused with a 503); unsettled: a finished request's tokens or
+# parallel slot could not be recorded.
+RATE_LIMIT_STORE_ERRORS = Counter("fastchat_gateway_rate_limit_store_errors_total", "Requests whose key's limits "
+                                  "could not be checked or settled, by what was decided.", ["decision"])
 STREAMS_IN_FLIGHT = Gauge("fastchat_gateway_streams_in_flight", "Streamed responses being sent.",
                           multiprocess_mode="livesum")
 

@@ -32,6 +32,12 @@ def _url(value: str) -> str:
     return value.rstrip("/")
 
 
+def _redis_url(value: str) -> str:
+    if urlsplit(value).scheme not in ("redis", "rediss", "unix"):
+        raise ValueError("must be a redis://, rediss:// or unix:// URL such as redis://localhost:6379/0")
+    return value
+
+
 def _url_list(value: str) -> tuple[str, ...]:
     return tuple(dict.fromkeys(_url(item) for item in _list(value)))
 
@@ -168,8 +174,22 @@ _DECLARED = [
             "metrics); empty, and no `API_KEYS_FILE`, disables auth", flag="--api-keys"),
     Setting("API_KEYS_FILE", _text, "",
             "a file of more accepted keys, re-read when it changes: a `.toml` file of named keys with their models "
-            "and expiry (see API keys and policy), or any other name: one key per line (named `line-N`), `#` "
-            "comments"),
+            "expiry and limits (see API keys, per-key limits), or any other name: one key per line (named "
+            "`line-N`), `#` comments"),
+    # Per-key limits (app.limits): one host needs no service; several gateway instances share a Redis.
+    Setting("REDIS_URL", _redis_url, "",
+            "Redis that keeps the per-key limits of every gateway instance using it (`redis://host:6379/0`); "
+            "without it, the limits hold across the processes of one host (a file in `RATE_LIMIT_DIR`)",
+            shown_default="none: embedded"),
+    Setting("RATE_LIMIT_DIR", _text, "",
+            "without `REDIS_URL`: the directory of the file where every process of the host keeps the limits' "
+            "counts (instances given the same one share their limits)",
+            shown_default="a temporary directory per gunicorn master"),
+    Setting("RATE_LIMIT_STORE_FAILURE", _choice("open", "closed"), "open",
+            "when the limits' store (Redis) cannot be reached: `open` lets requests of limited keys in without "
+            "limits, `closed` refuses them with a 503 (both logged and counted)"),
+    Setting("REDIS_TIMEOUT", _seconds, 0.25,
+            "connecting to Redis and each command; after a failure Redis is not asked again for 1 s", unit="s"),
     Setting("CONTROLLER_CONNECT_TIMEOUT", _seconds, 3.0, "connecting to the controller", unit="s"),
     Setting("CONTROLLER_READ_TIMEOUT", _seconds, 30.0, "waiting for a controller reply", unit="s"),
     Setting("WORKER_CONNECT_TIMEOUT", _seconds, 3.0, "connecting to a worker", unit="s"),

@@ -13,6 +13,7 @@ from flask import Response
 from app.error_handlers import as_api_error
 from app.errors import ApiError
 from app.observability import RequestRecord
+from app.serving.usage import usage_so_far
 
 DONE = b"data: [DONE]\n\n"
 # One encoder for every event: json.dumps with options builds a new one per call, which a chunk cannot afford.
@@ -138,11 +139,19 @@ class EventStream:
         if self._finished:  # close() and the generator's own finally both lead here
             return
         self._finished = True
+        if self._record is not None and self._record.usage is None:  # the client left before the usage chunk
+            self._record.usage = self._usage_so_far()
         close = getattr(self._chunks, "close", None)
         if close is not None:
             close()
         if self._record is not None:
             self._record.stream_finished()
+
+
+    def _usage_so_far(self) -> dict | None:
+        """What the source generated until now: a Responses stream says it, a chunk generator answers StreamCut."""
+        so_far = getattr(self._chunks, "usage_so_far", None)
+        return so_far() if so_far is not None else usage_so_far(self._chunks)
 
 
 def sse_response(chunks: Iterator[dict], include_usage: bool, record: RequestRecord | None = None,

@@ -6,6 +6,7 @@ import pytest
 
 from app.config import ConfigError, load_config
 from app.keys.files import load_ring
+from app.keys.model import KeyLimits
 
 DIGEST = hashlib.sha256(b"sk-hashed").hexdigest()
 
@@ -45,6 +46,29 @@ expires = 2027-01-01T12:00:00+02:00
     assert "sk-plain" not in repr(keys) and DIGEST not in repr(keys).lower()
 
 
+def test_limits_are_read_and_a_key_without_any_has_none(tmp_path):
+    keys = ring(tmp_path, '''
+[[keys]]
+name = "limited"
+key = "sk-1"
+requests_per_minute = 5
+tokens_per_minute = 10000
+max_parallel_requests = 2
+
+[[keys]]
+name = "rpm-only"
+key = "sk-2"
+requests_per_minute = 60
+
+[[keys]]
+name = "free"
+key = "sk-3"
+''').keys
+    assert keys[0].limits == KeyLimits(requests_per_minute=5, tokens_per_minute=10000, max_parallel_requests=2)
+    assert keys[1].limits == KeyLimits(requests_per_minute=60)
+    assert keys[2].limits is None
+
+
 def test_api_keys_and_a_plain_file_get_position_names_and_dedupe_as_before(tmp_path):
     keys = ring(tmp_path, "# team\nsk-a\n\nsk-env\nsk-b\nsk-a\n", env=("sk-env", "sk-x"), name="keys.txt").keys
     assert [k.name for k in keys] == ["key-1", "key-2", "line-2", "line-5"]
@@ -57,10 +81,15 @@ def test_an_empty_file_still_requires_keys(tmp_path):
 
 
 @pytest.mark.parametrize("text, problem", [
-    ('[[keys]]\nname = "a"\nkey = "k"\nrpm = 5\n', "'rpm' is not enforced by this version"),
-    ('[[keys]]\nname = "a"\nkey = "k"\nrequests_per_minute = 5\n', "'requests_per_minute' is not enforced"),
-    ('[[keys]]\nname = "a"\nkey = "k"\ntokens_per_minute = 5\n', "later release"),
-    ('[[keys]]\nname = "a"\nkey = "k"\nmax_parallel_requests = 2\n', "not enforced"),
+    ('[[keys]]\nname = "a"\nkey = "k"\nrpm = 5\n', "unknown field 'rpm': this file calls it 'requests_per_minute'"),
+    ('[[keys]]\nname = "a"\nkey = "k"\ntpm_limit = 5\n', "this file calls it 'tokens_per_minute'"),
+    ('[[keys]]\nname = "a"\nkey = "k"\nmax_parallel = 2\n', "this file calls it 'max_parallel_requests'"),
+    ('[[keys]]\nname = "a"\nkey = "k"\nmax_budget = 10\n', "'max_budget' is not enforced by this version"),
+    ('[[keys]]\nname = "a"\nkey = "k"\nrequests_per_minute = 0\n', "`requests_per_minute` must be a whole number"),
+    ('[[keys]]\nname = "a"\nkey = "k"\ntokens_per_minute = "5"\n', "`tokens_per_minute` must be a whole number"),
+    ('[[keys]]\nname = "a"\nkey = "k"\nmax_parallel_requests = 1.5\n', "`max_parallel_requests` must be"),
+    ('[[keys]]\nname = "a"\nkey = "k"\nrequests_per_minute = true\n', "`requests_per_minute` must be"),
+    ('[[keys]]\nname = "a"\nkey = "k"\ntokens_per_minute = -1\n', "without quotes"),
     ('[[keys]]\nname = "a"\nkey = "k"\ncolour = "red"\n', "unknown field 'colour'"),
     ('[[keys]]\nkey = "k"\n', "needs a `name`"),
     ('[[keys]]\nname = "has space"\nkey = "k"\n', "needs a `name`"),

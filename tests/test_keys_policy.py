@@ -181,13 +181,13 @@ def test_a_broken_or_removed_file_keeps_the_keys_in_use(app_watching, key_file, 
     client = app_watching.test_client()
     errors = sample("fastchat_gateway_key_file_reloads_total", result="error")
     with caplog.at_level(logging.ERROR, logger="app.keys.store"):
-        rewrite(key_file, '[[keys]]\nname = "new"\nrpm = 3\nkey = "sk-new"\n')
+        rewrite(key_file, '[[keys]]\nname = "new"\nmax_budget = 3\nkey = "sk-new"\n')
         assert client.get("/v1/nothing", headers=auth("sk-all")).status_code == 404
         assert client.get("/v1/nothing", headers=auth("sk-new")).status_code == 401
         key_file.unlink()
         assert client.get("/v1/nothing", headers=auth("sk-all")).status_code == 404
     assert sample("fastchat_gateway_key_file_reloads_total", result="error") == errors + 2
-    assert "'rpm' is not enforced" in caplog.text and "No such file" in caplog.text
+    assert "'max_budget' is not enforced" in caplog.text and "No such file" in caplog.text
     rewrite(key_file, '[[keys]]\nname = "new"\nkey = "sk-new"\n')
     assert client.get("/v1/nothing", headers=auth("sk-new")).status_code == 404
 

@@ -1,6 +1,6 @@
 """Reading the accepted keys: API_KEYS, and API_KEYS_FILE in either of its two formats.
 
-A file whose name ends in `.toml` is a key file with names and policy (README, API keys and policy); any other is
+A file whose name ends in `.toml` is a key file with names and policy (README, API keys, per-key limits); any other is
 the plain one: one key per line, `#` comments. Every problem is a ConfigError naming the file, where in it, and
 what is wrong; no message ever quotes a key.
 """
@@ -11,7 +11,7 @@ import sys
 from collections.abc import Sequence
 from datetime import date, datetime, time, timezone
 
-from app.keys.model import ApiKey, KeyRing, key_digest
+from app.keys.model import ApiKey, KeyLimits, KeyRing, key_digest
 from app.settings import ConfigError
 
 if sys.version_info >= (3, 11):
@@ -21,10 +21,14 @@ else:  # the same parser, before it joined the standard library
 
 NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:@/+-]{0,63}")  # one field of a log line, one metric label value
 HEX_DIGEST = re.compile(r"[0-9a-fA-F]{64}")
-FIELDS = ("name", "key", "sha256", "models", "expires")
-# Limits a later release enforces. Refused until then: a limit that is read but not applied would be a lie.
-NOT_ENFORCED = frozenset({"requests_per_minute", "tokens_per_minute", "max_parallel_requests", "rpm", "tpm",
-                          "rpm_limit", "tpm_limit", "max_parallel", "max_budget"})
+LIMITS = ("requests_per_minute", "tokens_per_minute", "max_parallel_requests")
+FIELDS = ("name", "key", "sha256", "models", "expires", *LIMITS)
+# Other gateways' names for the same limits (LiteLLM's among them): pointed to ours rather than ignored.
+SAME_AS = {"rpm": "requests_per_minute", "rpm_limit": "requests_per_minute", "tpm": "tokens_per_minute",
+           "tpm_limit": "tokens_per_minute", "max_parallel": "max_parallel_requests",
+           "parallel_requests": "max_parallel_requests"}
+# Refused: a limit that is read but not applied would be a lie.
+NOT_ENFORCED = frozenset({"max_budget", "budget_duration"})
 _KEYS_TABLE = re.compile(r"\s*\[\[\s*(keys|\"keys\"|'keys')\s*\]\]")
 
 # The last key ring read successfully, per (API_KEYS, API_KEYS_FILE), in this process. gunicorn's master reads the
@@ -143,15 +147,29 @@ def _label(index: int, entry: dict, lines: list[int] | None) -> str:
 def _toml_key(entry: dict) -> ApiKey:
     for field in entry:
         if field in NOT_ENFORCED:
-            raise ValueError(f"{field!r} is not enforced by this version of fastchat-gateway (rate and parallel "
-                             f"limits come in a later release); remove it rather than rely on it")
+            raise ValueError(f"{field!r} is not enforced by this version of fastchat-gateway; remove it rather "
+                             f"than rely on it")
+        if field in SAME_AS:
+            raise ValueError(f"unknown field {field!r}: this file calls it {SAME_AS[field]!r}")
         if field not in FIELDS:
             raise ValueError(f"unknown field {field!r} (a key has {', '.join(FIELDS)})")
     name = entry.get("name")
     if not isinstance(name, str) or not NAME.fullmatch(name):
         raise ValueError("needs a `name` of 1 to 64 letters, digits and . _ : @ / + - (starting with a letter or "
                          "digit): it is what logs and metrics show")
-    return ApiKey(name, _digest(entry), _models(entry.get("models")), _expiry(entry.get("expires")))
+    return ApiKey(name, _digest(entry), _models(entry.get("models")), _expiry(entry.get("expires")),
+                  _limits(entry))
+
+
+def _limits(entry: dict) -> KeyLimits | None:
+    """The key's limits, each a positive TOML integer; None when it has none."""
+    for field in LIMITS:
+        value = entry.get(field)
+        if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 1):
+            raise ValueError(f"`{field}` must be a whole number of at least 1, without quotes (leave it out for "
+                             f"no limit; to refuse the key, remove it)")
+    values = {field: entry[field] for field in LIMITS if field in entry}
+    return KeyLimits(**values) if values else None
 
 
 def _digest(entry: dict) -> bytes:

@@ -13,6 +13,15 @@ def key_digest(secret: str) -> bytes:
 
 
 @dataclass(frozen=True)
+class KeyLimits:
+    """A key's rate and parallel limits (app.limits enforces them); None: no such limit."""
+
+    requests_per_minute: int | None = None
+    tokens_per_minute: int | None = None  # prompt + completion tokens, counted when a request ends
+    max_parallel_requests: int | None = None
+
+
+@dataclass(frozen=True)
 class ApiKey:
     """One accepted key. `name` is what logs and metrics show; the secret itself is never kept."""
 
@@ -20,6 +29,7 @@ class ApiKey:
     digest: bytes = field(repr=False)
     models: tuple[str, ...] | None = None  # names or fnmatch patterns (`qwen2.5-*`); None: every model
     expires: datetime | None = None  # timezone-aware
+    limits: KeyLimits | None = None  # None: no limit at all (no x-ratelimit headers either)
 
     def may_use(self, model: str) -> bool:
         return self.models is None or any(fnmatchcase(model, allowed) for allowed in self.models)

@@ -23,7 +23,7 @@ from app.serving.tools import registry, structured
 from app.serving.tools.calls import CallIds
 from app.serving.tools.formats import ToolFormat
 from app.serving.tools.render import render_messages
-from app.serving.usage import total_usage
+from app.serving.usage import StreamCut, total_usage
 from app.serving.worker_request import choice_payloads, worker_payload
 from app.upstream.worker import WorkerStream
 
@@ -161,6 +161,9 @@ def _chunks(params: dict, prepared: PreparedChat, streams: list[WorkerStream]) -
                 yield payloads.chat_chunk(id, created, model, delta.index, chunk_delta, finish, new_logprobs,
                                           with_usage)
         # Always: the SSE layer sends it only on include_usage, and records the usage either way.
+        yield payloads.usage_chunk(id, created, model, "chat.completion.chunk",
+                                   total_usage([(usages, prepared.prompt_tokens)]))
+    except StreamCut:  # the client left: what was generated so far, for its key's token limit
         yield payloads.usage_chunk(id, created, model, "chat.completion.chunk",
                                    total_usage([(usages, prepared.prompt_tokens)]))
     finally:

@@ -12,7 +12,7 @@ from app.serving.cluster import Cluster
 from app.serving.deltas import choice_deltas, finish_reason
 from app.serving.logprobs import LogprobsTracker, completion_logprobs
 from app.serving.token_ids import decode_inputs
-from app.serving.usage import total_usage
+from app.serving.usage import StreamCut, total_usage
 from app.serving.worker_request import choice_payloads, worker_payload
 from app.upstream.worker import WorkerStream
 
@@ -85,6 +85,9 @@ def _chunks(params: dict, prepared: PreparedCompletion, streams: list[WorkerStre
             choice = payloads.completion_choice(delta.index, delta.text, delta.finish_reason, logprobs)
             yield payloads.completion_chunk(id, created, model, choice, with_usage)
         # Always: the SSE layer sends it only on include_usage, and records the usage either way.
+        usage = total_usage([(usages[p * n:(p + 1) * n], counted) for p, counted in enumerate(prepared.prompt_tokens)])
+        yield payloads.usage_chunk(id, created, model, "text_completion", usage)
+    except StreamCut:  # the client left: what was generated so far, for its key's token limit
         usage = total_usage([(usages[p * n:(p + 1) * n], counted) for p, counted in enumerate(prepared.prompt_tokens)])
         yield payloads.usage_chunk(id, created, model, "text_completion", usage)
     finally:

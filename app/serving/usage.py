@@ -16,3 +16,20 @@ def total_usage(prompts: list[tuple[list[dict | None], int | None]]) -> dict:
         completion_tokens += sum(u["completion_tokens"] for u in reported
                                  if isinstance(u.get("completion_tokens"), int))
     return payloads.usage(prompt_tokens, completion_tokens)
+
+
+class StreamCut(Exception):
+    """Thrown into a chunk generator whose client left (app.streaming): it answers with its usage chunk so far,
+    what the key's token limit counts."""
+
+
+def usage_so_far(chunks) -> dict | None:
+    """The usage a paused chunk generator reports when told its client left (StreamCut); None when it cannot."""
+    throw = getattr(chunks, "throw", None)
+    if throw is None:
+        return None
+    try:
+        chunk = throw(StreamCut())
+    except Exception:  # StreamCut itself (not handled, or not started), StopIteration, a generator running
+        return None
+    return chunk.get("usage") if isinstance(chunk, dict) and chunk.get("choices") == [] else None

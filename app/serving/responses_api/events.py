@@ -20,6 +20,7 @@ from app.schemas.responses_chat import responses_param
 from app.serving import chat, payloads
 from app.serving.cluster import Cluster
 from app.serving.responses_api.reply import responses_errors, settings, status_of, usage_of
+from app.serving.usage import usage_so_far
 
 
 def stream_response(params: dict, cluster: Cluster) -> ResponseEvents:
@@ -53,6 +54,10 @@ class ResponseEvents:
         close = getattr(self._chunks, "close", None)
         if close is not None:
             close()
+
+    def usage_so_far(self) -> dict | None:
+        """The chat usage of what was generated, also when the client left before the end (app.streaming)."""
+        return self.usage or usage_so_far(self._chunks)
 
     def failure(self, error: ApiError) -> list[dict]:
         """The events ending a stream that failed with `error`: the response so far, then the error."""

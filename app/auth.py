@@ -69,7 +69,8 @@ def _admit(api_key: ApiKey) -> None:
     limiter, record = current_app.extensions["limiter"], current_record()
     admission = limiter.admit(api_key, record.rejected)
     g.rate_limit_headers = admission.headers
-    record.on_finish.append(lambda finished, status: limiter.settle(api_key, admission, finished.usage))
+    record.on_finish.append(lambda finished, status: limiter.settle(
+        api_key, admission, finished.usage, turned_away=finished.rejection == "backpressure"))
 
 
 def _rate_limit_headers(response: Response) -> Response:

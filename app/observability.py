@@ -38,6 +38,7 @@ class RequestRecord:
     # Called as callback(record, status) when the request is over (a stream: its last byte sent, or the client
     # gone), after it is counted; e.g. to settle what a key used. A callback must not raise.
     on_finish: list = field(default_factory=list)
+    rejection: str | None = None  # why the gateway refused it, if it did (rejected())
 
     def first_token(self) -> None:
         if self.time_to_first_token is None:
@@ -86,6 +87,7 @@ class RequestRecord:
 
     def rejected(self, reason: str) -> None:
         """Count a refusal before any worker was asked (metrics.REJECTIONS), by the request's key."""
+        self.rejection = reason
         metrics.REJECTIONS.labels(self.key or "-", reason).inc()
 
 

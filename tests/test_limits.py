@@ -130,6 +130,20 @@ def test_requests_per_minute_gives_openais_429_and_headers(client, cluster, cloc
         assert client.post("/v1/chat/completions", json=CHAT, headers=auth("sk-rpm")).status_code == 200
 
 
+def test_a_request_turned_away_by_back_pressure_is_given_back_to_its_key(config, tmp_path, clock, cluster):
+    client = limited_app({**config, "MAX_STREAMS_PER_PROCESS": 1}, tmp_path, clock).test_client()
+    cluster.chat_ready()
+    cluster.streams(text_frames(["Hel", "Hello"]))
+    held = client.post("/v1/chat/completions", json={**CHAT, "stream": True}, headers=auth("sk-rpm"))
+    assert held.status_code == 200 and ratelimit_headers(held)["x-ratelimit-remaining-requests"] == "1"
+    overloaded = client.post("/v1/chat/completions", json={**CHAT, "stream": True}, headers=auth("sk-rpm"))
+    assert overloaded.status_code == 503 and overloaded.get_json()["error"]["code"] == "server_overloaded"
+    held.close()
+    cluster.generates()  # the 503 used none of the key's two requests: this one is its second
+    second = client.post("/v1/chat/completions", json=CHAT, headers=auth("sk-rpm"))
+    assert second.status_code == 200 and ratelimit_headers(second)["x-ratelimit-remaining-requests"] == "0"
+
+
 def test_every_response_of_a_limited_key_has_the_headers_errors_too(client, cluster):
     cluster.serves(MODEL)
     response = client.post("/v1/chat/completions", json={**CHAT, "model": "nope"}, headers=auth("sk-rpm"))

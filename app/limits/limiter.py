@@ -91,16 +91,21 @@ class KeyLimiter:
         raise rate_limit_exceeded(limit_type, f"{message} Please try again in {headers.duration(wait)}.",
                                   {**admission.headers, **headers.retry_after(wait)})
 
-    def settle(self, api_key: ApiKey, admission: Admission, usage: dict | None) -> None:
-        """When the request is over: count the tokens it used and free its parallel slot. Never raises (it runs
-        after the response); a store failure is counted and logged like any other."""
+    def settle(self, api_key: ApiKey, admission: Admission, usage: dict | None, turned_away: bool = False) -> None:
+        """When the request is over: count the tokens it used and free its parallel slot. turned_away: the gateway
+        refused it after it was counted here (back-pressure's 503), so its request is given back too: the key is
+        not charged for the cluster being full. Never raises (it runs after the response); a store failure is
+        counted and logged like any other."""
         tokens = _used_tokens(usage) if api_key.limits.tokens_per_minute else 0
-        if not tokens and admission.lease is None:
+        give_back = turned_away and bool(api_key.limits.requests_per_minute)
+        if not tokens and admission.lease is None and not give_back:
             return
         if not self._guard.available():  # failed a moment ago: do not wait for it again
             self._guard.unsettled()
             return
         try:
+            if give_back:
+                self._store.refund(api_key.name, True, None)
             self._store.settle(api_key.name, tokens, admission.lease)
         except self._store.errors as exc:
             self._guard.failed(exc)

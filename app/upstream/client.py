@@ -10,6 +10,7 @@ import threading
 from collections.abc import Iterator
 from typing import Any
 
+import orjson
 import requests
 from requests.adapters import HTTPAdapter
 from requests.structures import CaseInsensitiveDict
@@ -161,9 +162,14 @@ def _prepared_url(url: str) -> str:
 
 
 def _decode(data: bytes) -> Any:
-    """JSON from a FastChat process: UTF-8, as RFC 8259 requires (json.loads of bytes would first guess the
-    encoding, which costs more than decoding a small frame)."""
-    return _DECODER.decode(data.decode("utf-8"))
+    """JSON from a FastChat process: UTF-8, as RFC 8259 requires. orjson decodes a frame in a quarter of the
+    standard library's time; what it refuses and Python's json takes (NaN and Infinity, which a worker's
+    json.dumps writes for such floats, integers beyond 64 bits, lone surrogate escapes) goes to the latter, so
+    the result is what json would make of it either way."""
+    try:
+        return orjson.loads(data)
+    except orjson.JSONDecodeError:
+        return _DECODER.decode(data.decode("utf-8"))
 
 
 def _decode_frame(frame: bytes, upstream: str) -> dict:

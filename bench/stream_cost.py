@@ -128,17 +128,19 @@ def main(argv: list[str] | None = None) -> int:
                         f"{summary['ttft_ms']['p50']} ms, "
                         + (f"{row['per_chunk'][-1]:.1f} µs CPU/chunk, " if name in groups else "")
                         + f"{summary['errors']} errors")
-        print("\n| target | concurrency | streams/s | TTFT p50 | CPU per chunk (least disturbed round) | chunks/stream "
-              "| errors | other CPU (cores) |")
-        print("|---|---|---|---|---|---|---|---|")
+        print("\n| target | concurrency | streams/s | TTFT p50 | CPU per chunk (least disturbed round) | CPU per stream "
+              "| chunks/stream | errors | other CPU (cores) |")
+        print("|---|---|---|---|---|---|---|---|---|")
         for concurrency in levels:
             for name in names:
                 row = rows[(name, concurrency)]
                 summary = loadgen.summarize(row["records"], row["seconds"], True)
                 cpu = (f"{1e6 * row['cpu'] / max(row['chunks'], 1):.1f} µs ({min(row['per_chunk']):.1f}; median "
                        f"{statistics.median(row['per_chunk']):.1f})" if row["per_chunk"] else "-")
+                per_stream = f"{1e3 * row['cpu'] / max(summary['ok'], 1):.2f} ms" if row["per_chunk"] else "-"
+                errors = summary["errors"] and f"{summary['errors']} {summary['error_kinds']}"
                 print(f"| {name} | {concurrency} | {summary['rps']:.1f} | {summary['ttft_ms']['p50']} ms | {cpu} | "
-                      f"{summary['content_chunks_per_stream']} | {summary['errors']} | "
+                      f"{per_stream} | {summary['content_chunks_per_stream']} | {errors} | "
                       f"{row['other'] / row['seconds']:.2f} |")
         print(f"\nload average: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
     finally:

@@ -4,6 +4,7 @@ transport failure translated here, once, into UpstreamError.
 from __future__ import annotations
 
 import functools
+import http.client
 import json
 import socket
 import threading
@@ -18,12 +19,13 @@ from urllib3.exceptions import ProtocolError, ReadTimeoutError
 from urllib3.util.retry import Retry
 
 from app.upstream.errors import BAD_RESPONSE, TIMEOUT, UNAVAILABLE, UpstreamError
-from app.upstream.framing import TruncatedFrameError, iter_frame_batches
+from app.upstream.framing import ChunkedBody, ChunkedBodyError, TruncatedFrameError, iter_frame_batches
 
 Timeout = tuple[float, float]  # (connect, read) seconds; read is the longest silence between two bytes
 _HEADERS = {"User-Agent": "fastchat-gateway", "Content-Type": "application/json", "Accept": "*/*"}
 _JSON = json.JSONEncoder(separators=(",", ":"))  # built once: json.dumps with options builds one per call
 _DECODER = json.JSONDecoder()
+_READ_SIZE = 65536  # what one read of a stream may take: every frame already received, however many
 
 
 class UpstreamClient:
@@ -110,11 +112,12 @@ class FrameStream:
 
     def __iter__(self) -> Iterator[dict]:
         """The latest frame of each read. FastChat frames are cumulative (text, usage and logprobs so far), so
-        when one read brings several (a worker that writes them together, or a body that is not chunked), only
-        the last needs decoding and relaying: the others are checked for shape only. FastChat's workers send
-        each frame as its own HTTP chunk, and each chunk is one read: every frame is relayed as it comes."""
+        when one read brings several, only the last needs decoding and relaying: the others are checked for shape
+        only. A read takes every byte already received (_body_pieces), so a gateway that falls behind its worker
+        relays what is new in one chunk instead of one chunk per frame: when it keeps up, each frame is one read
+        and is relayed as it comes."""
         try:
-            for batch in iter_frame_batches(self._response.iter_content(chunk_size=None)):
+            for batch in iter_frame_batches(self._body_pieces()):
                 for frame in batch[:-1]:
                     if not (frame.startswith(b"{") and frame.rstrip().endswith(b"}")):
                         raise _not_an_object(self._upstream)
@@ -124,8 +127,36 @@ class FrameStream:
                 raise UpstreamError(TIMEOUT, f"The {self._upstream} stopped sending in time.",
                                     upstream=self._upstream) from None
             raise self._broken() from None
-        except (requests.RequestException, TruncatedFrameError):
+        except TimeoutError:
+            raise UpstreamError(TIMEOUT, f"The {self._upstream} stopped sending in time.",
+                                upstream=self._upstream) from None
+        except (requests.RequestException, TruncatedFrameError, ChunkedBodyError, OSError,
+                http.client.HTTPException):
             raise self._broken() from None
+
+    def _body_pieces(self) -> Iterator[bytes]:
+        """The body as it arrives. A chunked body (FastChat's workers send one HTTP chunk per frame) is read
+        straight from the connection's buffered socket reader: each read takes everything received so far
+        (several frames when the gateway fell behind) with at most one recv, where urllib3 hands over one HTTP
+        chunk at a time through four layers of Python. urllib3 still owns the connection (its socket, read
+        timeout, pool); at the body's end the connection goes back to its pool, as urllib3 itself does."""
+        raw = self._response.raw
+        message = getattr(raw, "_fp", None)  # urllib3's http.client response
+        reader = getattr(message, "fp", None)
+        if not (isinstance(message, http.client.HTTPResponse) and message.chunked and message.chunk_left is None
+                and hasattr(reader, "read1") and not raw.headers.get("content-encoding")):
+            yield from self._response.iter_content(chunk_size=None)  # not chunked, encoded, or a test's fake
+            return
+        body = ChunkedBody()
+        while not body.done:
+            received = reader.read1(_READ_SIZE)
+            if not received:
+                raise TruncatedFrameError("the connection closed inside the chunked body")
+            data = body.feed(received)
+            if data:
+                yield data
+        message.close()  # what http.client does at a chunked body's end: the socket stays open for reuse
+        raw.release_conn()
 
     def close(self) -> None:
         # shutdown() wakes a thread blocked reading this socket at once; close() alone waits for the next byte.

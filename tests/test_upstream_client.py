@@ -212,14 +212,22 @@ class ChunkedWorker:
 
     def _accept(self):
         while True:
-            connection, _ = self.server.accept()
+            try:
+                connection, _ = self.server.accept()
+            except OSError:  # closed at the test's end
+                return
             self.connections += 1
             self.open.append(connection)
             threading.Thread(target=self._serve, args=(connection,), daemon=True).start()
 
     def _serve(self, connection):
-        reader = connection.makefile("rb")
-        with connection:
+        try:
+            self._answer_each_request(connection)
+        except (OSError, ValueError):  # the connection was closed at the test's end
+            pass
+
+    def _answer_each_request(self, connection):
+        with connection, connection.makefile("rb") as reader:
             while True:
                 length = None
                 while (line := reader.readline()) not in (b"\r\n", b""):
@@ -292,6 +300,10 @@ def test_a_broken_real_chunked_body_is_a_bad_response(client, worker, body):
 
 
 def test_a_real_stream_that_goes_silent_times_out(client, worker):
+    # first a whole stream on the connection: the read timeout still holds on it when it is used again
+    worker.answer(http_chunk(frame("a")), LAST_CHUNK)
+    with closing(client.open_stream(worker.url, {}, timeout=(1.0, 0.3), upstream="worker")) as stream:
+        assert [f["text"] for f in stream] == ["a"]
     worker.answer(http_chunk(frame("a")), LAST_CHUNK, gated=True)[0].set()
     with closing(client.open_stream(worker.url, {}, timeout=(1.0, 0.3), upstream="worker")) as stream:
         frames_seen = iter(stream)
@@ -299,6 +311,7 @@ def test_a_real_stream_that_goes_silent_times_out(client, worker):
         with pytest.raises(UpstreamError) as raised:
             next(frames_seen)
     assert raised.value.kind == errors.TIMEOUT
+    assert worker.connections == 1
 
 
 def test_closing_a_real_stream_unblocks_its_reader_at_once(client, worker):

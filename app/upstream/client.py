@@ -7,6 +7,7 @@ import functools
 import http.client
 import json
 import socket
+import struct
 import threading
 from collections.abc import Iterator
 from typing import Any
@@ -148,13 +149,35 @@ class FrameStream:
             yield from self._response.iter_content(chunk_size=None)  # not chunked, encoded, or a test's fake
             return
         body = ChunkedBody()
-        while not body.done:
-            received = reader.read1(_READ_SIZE)
-            if not received:
-                raise TruncatedFrameError("the connection closed inside the chunked body")
-            data = body.feed(received)
-            if data:
-                yield data
+        data = body.feed(reader.read1(_READ_SIZE))  # what came with the headers, or one read: the buffer is empty
+        if data:
+            yield data
+        sock = getattr(raw.connection, "sock", None)
+        timeout = sock.gettimeout() if _kernel_timeouts(sock) else None
+        if timeout:
+            # The read timeout kept by the kernel (SO_RCVTIMEO on a blocking socket): Python's own timeout costs a
+            # poll() before every recv(), one more GIL release and retake per frame.
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, _timeval(timeout))
+            sock.settimeout(None)
+        receive = sock.recv if sock is not None else reader.read1
+        try:
+            while not body.done:
+                try:
+                    received = receive(_READ_SIZE)
+                except BlockingIOError:  # SO_RCVTIMEO ran out
+                    raise TimeoutError from None
+                if not received:
+                    raise TruncatedFrameError("the connection closed inside the chunked body")
+                data = body.feed(received)
+                if data:
+                    yield data
+        finally:
+            if timeout:
+                try:
+                    sock.settimeout(timeout)
+                    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, _timeval(0))
+                except OSError:  # closed meanwhile (the client left): nothing to restore
+                    pass
         message.close()  # what http.client does at a chunked body's end: the socket stays open for reuse
         raw.release_conn()
 
@@ -172,6 +195,17 @@ class FrameStream:
     def _broken(self) -> UpstreamError:
         return UpstreamError(BAD_RESPONSE, f"The {self._upstream} closed the stream before it finished.",
                              upstream=self._upstream)
+
+
+def _kernel_timeouts(sock) -> bool:
+    """Whether `sock` is the standard library's socket, which SO_RCVTIMEO governs once blocking (gevent's
+    cooperative sockets poll in their hub: they keep Python's timeout)."""
+    return type(sock).__module__ == "socket"
+
+
+def _timeval(seconds: float) -> bytes:
+    """A struct timeval (time_t seconds, microseconds: two C longs on Linux)."""
+    return struct.pack("@ll", int(seconds), int(seconds % 1 * 1_000_000))
 
 
 def _prepare(url: str, body: bytes | None) -> requests.PreparedRequest:

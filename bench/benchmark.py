@@ -88,11 +88,11 @@ def measure_slice(stack: Stack, target: loadgen.Target, kind: str, concurrency: 
 
 
 def summarize_target(name: str, stream: bool, concurrency: int, records: list, elapsed: float,
-                     cpu: dict) -> dict:
+                     cpu: dict, tokens: int | None = None) -> dict:
     result = dict(loadgen.summarize(records, elapsed, stream))
     result["concurrency"] = concurrency
     result["cpu_s"] = {k: round(v, 3) for k, v in cpu.items()}
-    result.update(server_cpu(name, cpu, result["ok"], result.get("content_chunks"), stream))
+    result.update(server_cpu(name, cpu, result["ok"], result.get("content_chunks"), stream, tokens))
     per_1000 = result.get("server_cpu_s_per_1000_requests")
     result["server_cpu_ms_per_request"] = None if per_1000 is None else round(per_1000, 3)
     return result
@@ -159,7 +159,7 @@ def run_scenario(stack: Stack, profile: dict, targets: tuple[str, ...], rounds: 
             result = {"failed": failed[name]}
         else:
             a = acc[name]
-            result = summarize_target(name, stream, concurrency, a["records"], a["elapsed"], a["cpu"])
+            result = summarize_target(name, stream, concurrency, a["records"], a["elapsed"], a["cpu"], spec["tokens"])
         scenario["results"][name] = result
         log(format_row(name, result, stream))
     log(format_ratios(scenario))

@@ -136,10 +136,11 @@ class FrameStream:
             raise self._broken() from None
 
     def _body_pieces(self) -> Iterator[bytes]:
-        """The body as it arrives. A chunked body (FastChat's workers send one HTTP chunk per frame) is read
-        straight from the connection's buffered socket reader: each read takes everything received so far
-        (several frames when the gateway fell behind) with at most one recv, where urllib3 hands over one HTTP
-        chunk at a time through four layers of Python. urllib3 still owns the connection (its socket, read
+        """The body as it arrives. A chunked body (FastChat's workers send one HTTP chunk per frame) is decoded
+        here from what the connection received: first what http.client's reader buffered with the headers (its
+        8 KiB buffer, taken whole by one read1), then one recv() per read from the socket itself, each taking
+        everything received so far (several frames when the gateway fell behind), where urllib3 hands over one
+        HTTP chunk at a time through four layers of Python. urllib3 still owns the connection (its socket, read
         timeout, pool); at the body's end the connection goes back to its pool, as urllib3 itself does."""
         raw = self._response.raw
         message = getattr(raw, "_fp", None)  # urllib3's http.client response

@@ -8,6 +8,7 @@ import json
 from collections.abc import Iterator
 from typing import Protocol
 
+import orjson
 from flask import Response
 
 from app.error_handlers import as_api_error
@@ -16,17 +17,28 @@ from app.observability import RequestRecord
 from app.serving.usage import usage_so_far
 
 DONE = b"data: [DONE]\n\n"
-# One encoder for every event: json.dumps with options builds a new one per call, which a chunk cannot afford.
+# For what orjson refuses (integers beyond 64 bits, non-string keys): built once, json.dumps with options builds
+# one per call.
 _JSON = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))
 
 
+def _json(data: dict) -> bytes:
+    """Compact UTF-8 JSON, as json.dumps(ensure_ascii=False, separators=(",", ":")) writes it, in a tenth of its
+    time per chunk (orjson). One difference: a NaN or infinite float is null rather than the NaN that no JSON
+    parser of a client accepts."""
+    try:
+        return orjson.dumps(data)
+    except TypeError:
+        return _JSON.encode(data).encode()
+
+
 def encode_event(data: dict) -> bytes:
-    return b"data: " + _JSON.encode(data).encode() + b"\n\n"
+    return b"data: " + _json(data) + b"\n\n"
 
 
 def encode_named_event(data: dict) -> bytes:
     """`event: <its type>` then its data: the framing of the Responses API's events."""
-    return b"event: " + data["type"].encode() + b"\ndata: " + _JSON.encode(data).encode() + b"\n\n"
+    return b"event: " + data["type"].encode() + b"\ndata: " + _json(data) + b"\n\n"
 
 
 class Framing:

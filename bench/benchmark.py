@@ -88,23 +88,27 @@ def measure_slice(stack: Stack, target: loadgen.Target, kind: str, concurrency: 
 
 
 def summarize_target(name: str, stream: bool, concurrency: int, records: list, elapsed: float,
-                     cpu: dict) -> dict:
+                     cpu: dict, tokens: int | None = None) -> dict:
     result = dict(loadgen.summarize(records, elapsed, stream))
     result["concurrency"] = concurrency
     result["cpu_s"] = {k: round(v, 3) for k, v in cpu.items()}
-    result.update(server_cpu(name, cpu, result["ok"], result.get("content_chunks"), stream))
+    result.update(server_cpu(name, cpu, result["ok"], result.get("content_chunks"), stream, tokens))
     per_1000 = result.get("server_cpu_s_per_1000_requests")
     result["server_cpu_ms_per_request"] = None if per_1000 is None else round(per_1000, 3)
     return result
 
 
-def run_scenarios(stack: Stack, profile: dict, targets: tuple[str, ...], rounds: int) -> list[dict]:
+def run_scenarios(stack: Stack, profile: dict, targets: tuple[str, ...], rounds: int,
+                  kinds_of_chat: tuple[str, ...] = ("chat", "stream")) -> list[dict]:
     """Each scenario runs on each worker kind in turn (the same scenario on both kinds minutes apart at most).
+    kinds_of_chat: "chat" (non-streamed), "stream" or both.
     Its budget is split into ``rounds`` slices per target, run in rotating order (direct, fastchat, gateway;
     fastchat, gateway, direct; ...), so that load from anything else on the machine falls on all three alike;
     the slices' requests are summarized together."""
     scenarios = []
     for stream, pool in ((False, "chat"), (True, "stream")):
+        if pool not in kinds_of_chat:
+            continue
         payloads = {kind: stack.gateway_payload(kind, pool, stream) for kind in stack.kinds}
         for concurrency in profile["concurrency"]:
             for kind in stack.kinds:
@@ -155,7 +159,7 @@ def run_scenario(stack: Stack, profile: dict, targets: tuple[str, ...], rounds: 
             result = {"failed": failed[name]}
         else:
             a = acc[name]
-            result = summarize_target(name, stream, concurrency, a["records"], a["elapsed"], a["cpu"])
+            result = summarize_target(name, stream, concurrency, a["records"], a["elapsed"], a["cpu"], spec["tokens"])
         scenario["results"][name] = result
         log(format_row(name, result, stream))
     log(format_ratios(scenario))
@@ -270,6 +274,9 @@ def main(argv: list[str] | None = None) -> int:
                              "generation faked), simulated (bench/simworker)")
     parser.add_argument("--hold-workers", choices=tuple(KINDS), default=HEADLINE,
                         help="the worker kind of the concurrent-stream test")
+    parser.add_argument("--scenarios", default="chat,stream",
+                        help="which scenarios: chat (non-streamed), stream, or both (default chat,stream); "
+                             "experiments on one path run faster with one")
     parser.add_argument("--concurrency", help="comma-separated concurrencies (default 1,16,64)")
     parser.add_argument("--hold-ramp", help="comma-separated stream counts for the concurrent-stream test "
                                             "(default 250,500,1000,1500,2000; 'none' skips it)")
@@ -293,6 +300,9 @@ def main(argv: list[str] | None = None) -> int:
         ramp = () if args.hold_ramp == "none" else tuple(int(n) for n in args.hold_ramp.split(","))
     hold_max = args.hold_max_seconds or (20.0 if args.quick else 150.0)
     targets = tuple(t for t in args.targets.split(",") if t)
+    scenario_kinds = tuple(k for k in args.scenarios.split(",") if k)
+    if not scenario_kinds or set(scenario_kinds) - {"chat", "stream"}:
+        raise SystemExit("--scenarios: choose among chat, stream")
     kinds = tuple(k for k in args.workers.split(",") if k)
     if set(kinds) - set(KINDS) or not kinds:
         raise SystemExit(f"--workers: choose among {', '.join(KINDS)}")
@@ -317,7 +327,7 @@ def main(argv: list[str] | None = None) -> int:
     loadavg_start = loadavg()
     try:
         stack.start()
-        scenarios = run_scenarios(stack, profile, targets, args.rounds or profile["rounds"])
+        scenarios = run_scenarios(stack, profile, targets, args.rounds or profile["rounds"], scenario_kinds)
         hold = run_hold(stack, profile, ramp, hold_max) if ramp and "gateway" in targets else None
         memory = {name: group.memory() for name, group in stack.groups.items()}
         result = {

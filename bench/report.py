@@ -43,16 +43,21 @@ def cpu_per_1000(cpu_s: float | None, count: int | None) -> float | None:
     return round(cpu_s * 1000.0 / count, 4)
 
 
-def server_cpu(name: str, cpu: dict, ok: int, chunks: int | None, stream: bool) -> dict:
+def server_cpu(name: str, cpu: dict, ok: int, chunks: int | None, stream: bool, tokens: int | None = None) -> dict:
     """The server's CPU per 1,000 requests (every measurement) and, for streams, per 1,000 relayed content
     chunks: all of the server's CPU during the measurement, divided by what it served (the per-stream work,
-    request parsing and the worker lookup, is inside the per-chunk figure too). Empty for the direct target."""
+    request parsing and the worker lookup, is inside the per-chunk figure too). A server that relays several
+    worker frames as one chunk (the gateway does when it falls behind) sends fewer chunks than the worker made
+    tokens, so per 1,000 tokens (the worker's frames: ok streams x `tokens`) is given too. Empty for the
+    direct target."""
     group = SERVERS.get(name)
     if group is None:
         return {}
     out = {"server_cpu_s_per_1000_requests": cpu_per_1000(cpu.get(group), ok)}
     if stream:
         out["server_cpu_s_per_1000_chunks"] = cpu_per_1000(cpu.get(group), chunks)
+        if tokens:
+            out["server_cpu_s_per_1000_tokens"] = cpu_per_1000(cpu.get(group), ok * tokens)
     return out
 
 
@@ -228,7 +233,8 @@ def format_check(c: dict) -> str:
 
 def format_cpu_table(scenarios: list[dict]) -> list[str]:
     """Server CPU seconds per 1,000 streamed content chunks / per 1,000 non-streamed requests, per kind."""
-    lines = [f"  {'workers':<14} {'scenario':<11} {'gateway':>22} {'FastChat server':>22} {'chunks/stream g/f':>18}"]
+    lines = [f"  {'workers':<14} {'scenario':<11} {'gateway':>22} {'FastChat server':>22} {'chunks/stream g/f':>18} "
+             f"{'gateway per token':>18}"]
     for s in scenarios:
         key = "server_cpu_s_per_1000_chunks" if s["stream"] else "server_cpu_s_per_1000_requests"
         unit = "s/1k chunks" if s["stream"] else "s/1k req"
@@ -238,8 +244,10 @@ def format_cpu_table(scenarios: list[dict]) -> list[str]:
             cells.append("-" if v is None else f"{v:.4f} {unit}")
         per_stream = "/".join("-" if _get(s, t, "content_chunks_per_stream") is None
                               else f"{_get(s, t, 'content_chunks_per_stream'):g}" for t in ("gateway", "fastchat"))
+        per_token = _get(s, "gateway", "server_cpu_s_per_1000_tokens") if s["stream"] else None
         lines.append(f"  {s.get('workers', '?'):<14} {s['name']:<11} {cells[0]:>22} {cells[1]:>22} "
-                     f"{per_stream if s['stream'] else '':>18}")
+                     f"{per_stream if s['stream'] else '':>18} "
+                     f"{'' if per_token is None else f'{per_token * 1000:.1f} µs':>18}")
     return lines
 
 

@@ -145,3 +145,11 @@ def test_stats_sum_the_chunks_of_every_record():
     records = [(0.0, 0.1, 1.0, None, 66, 64), (0.0, None, 1.0, "http_500", 0, 0)]
     summary = summarize(records, 1.0, stream=True)
     assert summary["content_chunks"] == 64 and summary["content_chunks_per_stream"] == 64
+
+
+def test_server_cpu_per_token_counts_the_workers_frames_when_chunks_were_coalesced():
+    # 1,000 streams of 64 tokens relayed in 32,000 chunks: per chunk twice per token
+    cpu = {"gateway": 2.56}
+    out = report.server_cpu("gateway", cpu, 1000, 32_000, True, tokens=64)
+    assert out["server_cpu_s_per_1000_chunks"] == 0.08
+    assert out["server_cpu_s_per_1000_tokens"] == 0.04

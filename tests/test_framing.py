@@ -2,7 +2,7 @@ import json
 
 import pytest
 
-from app.upstream.framing import TruncatedFrameError, iter_frame_batches
+from app.upstream.framing import ChunkedBody, ChunkedBodyError, TruncatedFrameError, iter_frame_batches
 
 
 def iter_frames(chunks):
@@ -63,3 +63,39 @@ def test_frames_are_yielded_as_soon_as_complete():
 
 def test_frames_completed_by_one_chunk_come_as_one_batch():
     assert list(iter_frame_batches([b"a\0b", b"c\0d\0", b"e"[:0]])) == [[b"a"], [b"bc", b"d"]]
+
+
+def chunked(*pieces: bytes, trailer: bytes = b"") -> bytes:
+    return b"".join(b"%x\r\n%s\r\n" % (len(p), p) for p in pieces) + b"0\r\n" + trailer + b"\r\n"
+
+
+CHUNKED = chunked(b'{"text": "He"}\0', b'{"text": "Hello"}\0', b'{"text": "Hello!"}\0')
+
+
+@pytest.mark.parametrize("size", [1, 2, 3, 5, 17, 1000])
+def test_a_chunked_body_decodes_the_same_whatever_the_pieces(size):
+    body = ChunkedBody()
+    data = b"".join(body.feed(CHUNKED[i:i + size]) for i in range(0, len(CHUNKED), size))
+    assert data == b'{"text": "He"}\0{"text": "Hello"}\0{"text": "Hello!"}\0'
+    assert body.done
+
+
+def test_a_chunked_body_is_done_only_after_its_last_chunk_and_trailer():
+    body = ChunkedBody()
+    whole = chunked(b"abc", trailer=b"X-Trailer: 1\r\n")
+    assert body.feed(whole[:-2]) == b"abc"
+    assert not body.done
+    body.feed(whole[-2:])
+    assert body.done
+
+
+def test_chunk_extensions_are_read_past():
+    body = ChunkedBody()
+    assert body.feed(b"3;name=value\r\nabc\r\n0\r\n\r\n") == b"abc"
+    assert body.done
+
+
+@pytest.mark.parametrize("data", [b"zz\r\nabc\r\n", b"-3\r\nabc\r\n", b"3\r\nabcXY", b"1" * 5000])
+def test_what_is_no_chunked_body_raises(data):
+    with pytest.raises(ChunkedBodyError):
+        ChunkedBody().feed(data)

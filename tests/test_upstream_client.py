@@ -1,5 +1,8 @@
 import http.client
 import json
+import socket
+import threading
+from contextlib import closing
 
 import pytest
 import requests
@@ -183,3 +186,140 @@ def test_garbage_among_frames_read_together_still_raises(client, upstream, garba
     stream = client.open_stream(f"{WORKER}/worker_generate_stream", {}, timeout=TIMEOUT, upstream="worker")
     with pytest.raises(UpstreamError):
         list(stream)
+
+
+class ChunkedWorker:
+    """A worker on a real socket answering every request with a chunked body written piece by piece (each
+    piece after its event is set, so a test decides what has arrived when the gateway reads); counts the
+    connections it accepted."""
+
+    def __init__(self):
+        self.server = socket.create_server(("127.0.0.1", 0))
+        self.url = f"http://127.0.0.1:{self.server.getsockname()[1]}/worker_generate_stream"
+        self.connections = 0
+        self.open: list[socket.socket] = []
+        self.pieces: list[tuple[threading.Event, bytes | None]] = []
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def answer(self, *pieces: bytes | None, gated: bool = False) -> list[threading.Event]:
+        """The next response's pieces (None: hang up); gated: each waits for its event (else all are written at
+        once)."""
+        self.pieces = [(threading.Event(), piece) for piece in pieces]
+        if not gated:
+            for event, _ in self.pieces:
+                event.set()
+        return [event for event, _ in self.pieces]
+
+    def _accept(self):
+        while True:
+            try:
+                connection, _ = self.server.accept()
+            except OSError:  # closed at the test's end
+                return
+            self.connections += 1
+            self.open.append(connection)
+            threading.Thread(target=self._serve, args=(connection,), daemon=True).start()
+
+    def _serve(self, connection):
+        try:
+            self._answer_each_request(connection)
+        except (OSError, ValueError):  # the connection was closed at the test's end
+            pass
+
+    def _answer_each_request(self, connection):
+        with connection, connection.makefile("rb") as reader:
+            while True:
+                length = None
+                while (line := reader.readline()) not in (b"\r\n", b""):
+                    if line.lower().startswith(b"content-length:"):
+                        length = int(line.split(b":")[1])
+                if length is None:
+                    return
+                reader.read(length)
+                connection.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
+                                   b"Transfer-Encoding: chunked\r\n\r\n")
+                for event, piece in self.pieces:
+                    if not event.wait(5) or piece is None:
+                        return
+                    connection.sendall(piece)
+
+    def close(self):
+        self.server.close()
+        for connection in self.open:
+            connection.close()
+
+
+def http_chunk(data: bytes) -> bytes:
+    return b"%x\r\n%s\r\n" % (len(data), data)
+
+
+def frame(text: str) -> bytes:
+    return json.dumps({"text": text, "error_code": 0}).encode() + b"\0"
+
+
+LAST_CHUNK = b"0\r\n\r\n"
+
+
+@pytest.fixture
+def worker():
+    worker = ChunkedWorker()
+    yield worker
+    worker.close()
+
+
+def test_a_real_chunked_stream_relays_each_frame_that_comes_alone_and_reuses_the_connection(client, worker):
+    for _ in range(2):
+        events = worker.answer(http_chunk(frame("a")), http_chunk(frame("ab")), LAST_CHUNK, gated=True)
+        stream = client.open_stream(worker.url, {}, timeout=TIMEOUT, upstream="worker")
+        frames_seen = iter(stream)
+        events[0].set()
+        assert next(frames_seen)["text"] == "a"
+        events[1].set()
+        assert next(frames_seen)["text"] == "ab"
+        events[2].set()
+        assert list(frames_seen) == []
+        stream.close()
+    assert worker.connections == 1  # the connection went back to the pool after the body's end
+
+
+def test_frames_already_received_in_separate_http_chunks_are_relayed_as_the_latest(client, worker):
+    worker.answer(http_chunk(frame("a")) + http_chunk(frame("ab")) + http_chunk(frame("abc")) + LAST_CHUNK)
+    with closing(client.open_stream(worker.url, {}, timeout=TIMEOUT, upstream="worker")) as stream:
+        assert [f["text"] for f in stream] == ["abc"]
+
+
+@pytest.mark.parametrize("body", [http_chunk(frame("a")),  # the connection closes before the last chunk
+                                  http_chunk(frame("a")) + b"zz\r\n",  # not chunked encoding
+                                  http_chunk(frame("a")) + http_chunk(b'{"text": "ab') + LAST_CHUNK])  # cut frame
+def test_a_broken_real_chunked_body_is_a_bad_response(client, worker, body):
+    worker.answer(body, None)
+    with closing(client.open_stream(worker.url, {}, timeout=(1.0, 5.0), upstream="worker")) as stream:
+        with pytest.raises(UpstreamError) as raised:
+            list(stream)
+    assert raised.value.kind == errors.BAD_RESPONSE
+
+
+def test_a_real_stream_that_goes_silent_times_out(client, worker):
+    # first a whole stream on the connection: the read timeout still holds on it when it is used again
+    worker.answer(http_chunk(frame("a")), LAST_CHUNK)
+    with closing(client.open_stream(worker.url, {}, timeout=(1.0, 0.3), upstream="worker")) as stream:
+        assert [f["text"] for f in stream] == ["a"]
+    worker.answer(http_chunk(frame("a")), LAST_CHUNK, gated=True)[0].set()
+    with closing(client.open_stream(worker.url, {}, timeout=(1.0, 0.3), upstream="worker")) as stream:
+        frames_seen = iter(stream)
+        assert next(frames_seen)["text"] == "a"
+        with pytest.raises(UpstreamError) as raised:
+            next(frames_seen)
+    assert raised.value.kind == errors.TIMEOUT
+    assert worker.connections == 1
+
+
+def test_closing_a_real_stream_unblocks_its_reader_at_once(client, worker):
+    worker.answer(http_chunk(frame("a")), LAST_CHUNK, gated=True)
+    stream = client.open_stream(worker.url, {}, timeout=(1.0, 30.0), upstream="worker")
+    outcome = []
+    reader = threading.Thread(target=lambda: outcome.append(pytest.raises(UpstreamError, list, stream)))
+    reader.start()
+    stream.close()
+    reader.join(5)
+    assert not reader.is_alive() and outcome

@@ -4,12 +4,15 @@ transport failure translated here, once, into UpstreamError.
 from __future__ import annotations
 
 import functools
+import http.client
 import json
 import socket
+import struct
 import threading
 from collections.abc import Iterator
 from typing import Any
 
+import orjson
 import requests
 from requests.adapters import HTTPAdapter
 from requests.structures import CaseInsensitiveDict
@@ -17,12 +20,13 @@ from urllib3.exceptions import ProtocolError, ReadTimeoutError
 from urllib3.util.retry import Retry
 
 from app.upstream.errors import BAD_RESPONSE, TIMEOUT, UNAVAILABLE, UpstreamError
-from app.upstream.framing import TruncatedFrameError, iter_frame_batches
+from app.upstream.framing import ChunkedBody, ChunkedBodyError, TruncatedFrameError, iter_frame_batches
 
 Timeout = tuple[float, float]  # (connect, read) seconds; read is the longest silence between two bytes
 _HEADERS = {"User-Agent": "fastchat-gateway", "Content-Type": "application/json", "Accept": "*/*"}
 _JSON = json.JSONEncoder(separators=(",", ":"))  # built once: json.dumps with options builds one per call
 _DECODER = json.JSONDecoder()
+_READ_SIZE = 65536  # what one read of a stream may take: every frame already received, however many
 
 
 class UpstreamClient:
@@ -109,11 +113,12 @@ class FrameStream:
 
     def __iter__(self) -> Iterator[dict]:
         """The latest frame of each read. FastChat frames are cumulative (text, usage and logprobs so far), so
-        when one read brings several (a worker that writes them together, or a body that is not chunked), only
-        the last needs decoding and relaying: the others are checked for shape only. FastChat's workers send
-        each frame as its own HTTP chunk, and each chunk is one read: every frame is relayed as it comes."""
+        when one read brings several, only the last needs decoding and relaying: the others are checked for shape
+        only. A read takes every byte already received (_body_pieces), so a gateway that falls behind its worker
+        relays what is new in one chunk instead of one chunk per frame: when it keeps up, each frame is one read
+        and is relayed as it comes."""
         try:
-            for batch in iter_frame_batches(self._response.iter_content(chunk_size=None)):
+            for batch in iter_frame_batches(self._body_pieces()):
                 for frame in batch[:-1]:
                     if not (frame.startswith(b"{") and frame.rstrip().endswith(b"}")):
                         raise _not_an_object(self._upstream)
@@ -123,8 +128,59 @@ class FrameStream:
                 raise UpstreamError(TIMEOUT, f"The {self._upstream} stopped sending in time.",
                                     upstream=self._upstream) from None
             raise self._broken() from None
-        except (requests.RequestException, TruncatedFrameError):
+        except TimeoutError:
+            raise UpstreamError(TIMEOUT, f"The {self._upstream} stopped sending in time.",
+                                upstream=self._upstream) from None
+        except (requests.RequestException, TruncatedFrameError, ChunkedBodyError, OSError,
+                http.client.HTTPException):
             raise self._broken() from None
+
+    def _body_pieces(self) -> Iterator[bytes]:
+        """The body as it arrives. A chunked body (FastChat's workers send one HTTP chunk per frame) is decoded
+        here from what the connection received: first what http.client's reader buffered with the headers (its
+        8 KiB buffer, taken whole by one read1), then one recv() per read from the socket itself, each taking
+        everything received so far (several frames when the gateway fell behind), where urllib3 hands over one
+        HTTP chunk at a time through four layers of Python. urllib3 still owns the connection (its socket, read
+        timeout, pool); at the body's end the connection goes back to its pool, as urllib3 itself does."""
+        raw = self._response.raw
+        message = getattr(raw, "_fp", None)  # urllib3's http.client response
+        reader = getattr(message, "fp", None)
+        if not (isinstance(message, http.client.HTTPResponse) and message.chunked and message.chunk_left is None
+                and hasattr(reader, "read1") and not raw.headers.get("content-encoding")):
+            yield from self._response.iter_content(chunk_size=None)  # not chunked, encoded, or a test's fake
+            return
+        body = ChunkedBody()
+        data = body.feed(reader.read1(_READ_SIZE))  # what came with the headers, or one read: the buffer is empty
+        if data:
+            yield data
+        sock = getattr(raw.connection, "sock", None)
+        timeout = sock.gettimeout() if _kernel_timeouts(sock) else None
+        if timeout:
+            # The read timeout kept by the kernel (SO_RCVTIMEO on a blocking socket): Python's own timeout costs a
+            # poll() before every recv(), one more GIL release and retake per frame.
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, _timeval(timeout))
+            sock.settimeout(None)
+        receive = sock.recv if sock is not None else reader.read1
+        try:
+            while not body.done:
+                try:
+                    received = receive(_READ_SIZE)
+                except BlockingIOError:  # SO_RCVTIMEO ran out
+                    raise TimeoutError from None
+                if not received:
+                    raise TruncatedFrameError("the connection closed inside the chunked body")
+                data = body.feed(received)
+                if data:
+                    yield data
+        finally:
+            if timeout:
+                try:
+                    sock.settimeout(timeout)
+                    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, _timeval(0))
+                except OSError:  # closed meanwhile (the client left): nothing to restore
+                    pass
+        message.close()  # what http.client does at a chunked body's end: the socket stays open for reuse
+        raw.release_conn()
 
     def close(self) -> None:
         # shutdown() wakes a thread blocked reading this socket at once; close() alone waits for the next byte.
@@ -140,6 +196,17 @@ class FrameStream:
     def _broken(self) -> UpstreamError:
         return UpstreamError(BAD_RESPONSE, f"The {self._upstream} closed the stream before it finished.",
                              upstream=self._upstream)
+
+
+def _kernel_timeouts(sock) -> bool:
+    """Whether `sock` is the standard library's socket, which SO_RCVTIMEO governs once blocking (gevent's
+    cooperative sockets poll in their hub: they keep Python's timeout)."""
+    return type(sock).__module__ == "socket"
+
+
+def _timeval(seconds: float) -> bytes:
+    """A struct timeval (time_t seconds, microseconds: two C longs on Linux)."""
+    return struct.pack("@ll", int(seconds), int(seconds % 1 * 1_000_000))
 
 
 def _prepare(url: str, body: bytes | None) -> requests.PreparedRequest:
@@ -161,9 +228,14 @@ def _prepared_url(url: str) -> str:
 
 
 def _decode(data: bytes) -> Any:
-    """JSON from a FastChat process: UTF-8, as RFC 8259 requires (json.loads of bytes would first guess the
-    encoding, which costs more than decoding a small frame)."""
-    return _DECODER.decode(data.decode("utf-8"))
+    """JSON from a FastChat process: UTF-8, as RFC 8259 requires. orjson decodes a frame in a quarter of the
+    standard library's time; what it refuses and Python's json takes (NaN and Infinity, which a worker's
+    json.dumps writes for such floats, integers beyond 64 bits, lone surrogate escapes) goes to the latter, so
+    the result is what json would make of it either way."""
+    try:
+        return orjson.loads(data)
+    except orjson.JSONDecodeError:
+        return _DECODER.decode(data.decode("utf-8"))
 
 
 def _decode_frame(frame: bytes, upstream: str) -> dict:

@@ -250,7 +250,7 @@ _DECLARED = [
     Setting("MAX_STREAMS_PER_PROCESS", _limit("auto", "off", minimum=1), "auto",
             "streams in flight per gunicorn process; more get 503 `server_overloaded` with `Retry-After`, so "
             "threads stay free for `/health`, `/ready` and whole replies; `off`: no cap",
-            shown_default="`GUNICORN_THREADS` (gevent: `GUNICORN_WORKER_CONNECTIONS`) less an eighth, 2 to 16 (496 of 512)"),
+            shown_default="`GUNICORN_THREADS` (gevent: `GUNICORN_WORKER_CONNECTIONS`) less an eighth, 2 to 16 (512 of 528)"),
     Setting("RETRY_AFTER_MAX", _number(1, integer=True), 30,
             "the longest `Retry-After` of a back-pressure 503 (the openai SDK does not wait out more than 60 s in "
             "older versions, 120 s in newer ones: it gives up instead)", unit="s"),
@@ -288,10 +288,10 @@ _DECLARED = [
     Setting("WEB_CONCURRENCY", _positive, 2 * _CPUS, "gunicorn processes", SERVER, shown_default="2 per CPU",
             flag="--workers"),
     # Each open stream holds a thread for its whole length, so threads are sized for long generations: on 2 CPUs,
-    # 4 x 512 threads hold 1,000 concurrent streams without errors in under 100 MB per process (`make bench`);
-    # threads are started as needed, and idle ones cost no CPU.
-    Setting("GUNICORN_THREADS", _positive, 512,
-            "threads per process; each open stream holds one, so capacity is processes x threads (2,048 on 2 CPUs)",
+    # 4 x 528 threads keep 4 x 512 for streams (MAX_STREAMS_PER_PROCESS): 2,048, above the 2,000 concurrent streams
+    # `make bench` holds; threads are started as needed, and idle ones cost no CPU.
+    Setting("GUNICORN_THREADS", _positive, 528,
+            "threads per process; each open stream holds one, so capacity is processes x threads (2,112 on 2 CPUs)",
             SERVER, flag="--threads"),
     Setting("GUNICORN_WORKER_CLASS", _text, "gthread",
             "`gthread`; or `gevent` (`pip install -e '.[gevent]'`) when thousands of concurrent streams must share "

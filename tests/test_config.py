@@ -69,7 +69,7 @@ def run_gunicorn_conf(monkeypatch, tmp_path, **env) -> dict:
 def test_server_defaults():
     config = load_server_config({})
     assert config["BIND"] == ("127.0.0.1:8000",)
-    assert config["GUNICORN_THREADS"] == 512 and config["GUNICORN_GRACEFUL_TIMEOUT"] == 300
+    assert config["GUNICORN_THREADS"] == 528 and config["GUNICORN_GRACEFUL_TIMEOUT"] == 300
     assert config["GUNICORN_CONTROL_SOCKET"] == ""
 
 

@@ -54,7 +54,7 @@ def test_invalid_values_name_the_setting(name, value, message):
 
 
 def test_blank_is_the_default():
-    assert SETTINGS["GUNICORN_THREADS"].read({"GUNICORN_THREADS": "  "}) == 512
+    assert SETTINGS["GUNICORN_THREADS"].read({"GUNICORN_THREADS": "  "}) == 528
     assert SETTINGS["LOG_LEVEL"].read({"LOG_LEVEL": " DEBUG "}) == "debug"
 
 

@@ -90,7 +90,7 @@ class AdmissionRules:
 def stream_limit(setting, server: Mapping) -> int | None:
     """MAX_STREAMS_PER_PROCESS: a number, off (None), or auto: what a process can hold at once (gthread: its threads;
     gevent and eventlet: its connections) less a reserve for probes, refusals and whole replies: an eighth, at least
-    2 and at most 16 (probes and refusals take a thread for a few ms; 512 threads keep 496 for streams)."""
+    2 and at most 16 (probes and refusals take a thread for a few ms; 528 threads keep 512 for streams)."""
     if setting == "off":
         return None
     if setting != "auto":

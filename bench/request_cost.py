@@ -28,36 +28,14 @@ import tempfile
 from pathlib import Path
 
 from bench import benchmark, loadgen
+from bench.baseline import BaselineGateway
 from bench.report import log
 from bench.stack import MESSAGE, Stack
-from harness.gateway import BIN, production_environ
-from harness.procs import REPO_ROOT, Proc, free_port
+from harness.gateway import production_environ
+from harness.procs import REPO_ROOT
 from harness.sampling import CpuMeter, Group
 
 KIND, POOL = "fastchat-code", "chat"
-
-
-class BaselineGateway:
-    """The gateway of commit `revision` under gunicorn, from an exported copy of that commit."""
-
-    def __init__(self, run_dir: Path, revision: str, controller: str):
-        self.source = Path(tempfile.mkdtemp(prefix="fastchat-gateway-baseline-"))
-        archive = subprocess.run(["git", "archive", revision], cwd=REPO_ROOT, check=True, capture_output=True).stdout
-        subprocess.run(["tar", "-x", "-C", str(self.source)], input=archive, check=True)
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        # PYTHONPATH first: the virtualenv's editable install points at this tree.
-        env = {**production_environ(), "BIND": f"127.0.0.1:{self.port}", "CONTROLLER_ADDRESS": controller,
-               "PYTHONPATH": str(self.source)}
-        self.proc = Proc([str(BIN / "gunicorn"), "-c", "gunicorn.conf.py", "wsgi:app"], log_dir=run_dir,
-                         name="gateway-baseline", env=env, cwd=self.source)
-        self.proc.wait_http(f"{self.url}/health", timeout=30, ok=lambda r: r.status_code == 200)
-
-    def stop(self) -> None:
-        try:
-            self.proc.stop()
-        finally:
-            shutil.rmtree(self.source, ignore_errors=True)
 
 
 def probe(trees: dict[str, Path], controller: str, body: dict, rounds: int, requests: int) -> None:

@@ -124,17 +124,10 @@ def test_without_the_cap_a_burst_of_streams_takes_every_thread_and_health_stops_
 @pytest.fixture
 def model_capped(run_dir):
     # A worker generating one request at a time (3 s each); the gateway lets one more wait: a cap of 2.
-    worker = SimulatedWorker(run_dir, "--limit-worker-concurrency", "1", "--tokens", "60", "--token-delay", "0.05",
-                             name="sim-bp-model")
-    try:
-        gateway = Gateway(run_dir, name="gateway-bp-model", WORKER_ADDRESSES=worker.address, WEB_CONCURRENCY="1",
-                          WORKER_CONCURRENCY="1", MODEL_QUEUE_LIMIT="1")
-        try:
-            yield gateway, worker
-        finally:
-            gateway.stop()
-    finally:
-        worker.stop()
+    with over_simulated_worker(run_dir, "bp-model", "--limit-worker-concurrency", "1", "--tokens", "60",
+                               "--token-delay", "0.05", WEB_CONCURRENCY="1", WORKER_CONCURRENCY="1",
+                               MODEL_QUEUE_LIMIT="1") as stack:
+        yield stack
 
 
 def status_of(worker: SimulatedWorker) -> dict:

@@ -1,0 +1,63 @@
+"""An OpenAI-compatible upstream's error reply, as our one error body: its message and status class kept."""
+from __future__ import annotations
+
+import requests
+
+from app.errors import ApiError, ErrorCode
+from app.upstream.client import decode_json
+from app.upstream.errors import BAD_RESPONSE, UpstreamError
+
+UPSTREAM = "upstream"  # UpstreamError.upstream of these calls: "The upstream could not be reached."
+_ERROR_BODY_LIMIT = 64 * 1024  # an error body longer than this is not read further
+
+
+def upstream_failure(response: requests.Response) -> ApiError | UpstreamError:
+    """The error for a non-200 reply (its body read, its connection released). A 4xx is the client's doing and
+    keeps its status, message and Retry-After; but a 401 or 403 refused the gateway's upstream key, not the
+    client's, so it is a 502 the operator must fix. Anything else is an UpstreamError (502 once no other base
+    URL is left), which failover may try elsewhere."""
+    try:
+        data = response.raw.read(_ERROR_BODY_LIMIT, decode_content=True) if response.raw is not None else b""
+    except Exception:  # noqa: BLE001 - a broken error body still has its status
+        data = b""
+    finally:
+        response.close()
+    error = _error_fields(data)
+    status = response.status_code
+    message = error.get("message") or f"HTTP {status}"
+    if 400 <= status < 500 and status not in (401, 403):
+        headers = {"Retry-After": response.headers["Retry-After"]} if "Retry-After" in response.headers else None
+        code = error.get("code")
+        return ApiError(status, message, type=error.get("type") or "invalid_request_error",
+                        param=error.get("param"), code=code if isinstance(code, str) else None,
+                        fastchat_code=ErrorCode.RATE_LIMIT if status == 429 else ErrorCode.VALIDATION_TYPE_ERROR,
+                        keep_status=True, headers=headers)
+    return UpstreamError(BAD_RESPONSE, f"The upstream answered with HTTP {status}: {message}", upstream=UPSTREAM)
+
+
+def stream_error(event: dict) -> ApiError:
+    """An `error` event an upstream sent in its stream, for our stream's error event."""
+    error = _error_fields(event)
+    return ApiError(502, error.get("message") or "The upstream's stream failed.", type="server_error",
+                    code="upstream_error", fastchat_code=ErrorCode.INTERNAL_ERROR)
+
+
+def _error_fields(data: bytes | dict) -> dict:
+    """message, type, param, code (strings) of an OpenAI error body {"error": {...}}, or of FastChat's
+    {"object": "error", "message": ...}, or a FastAPI {"detail": "..."}: whatever of them is there."""
+    if isinstance(data, (bytes, bytearray)):
+        try:
+            data = decode_json(data)
+        except (ValueError, UnicodeDecodeError):
+            return {}
+    if not isinstance(data, dict):
+        return {}
+    inner = data.get("error")
+    if isinstance(inner, str):
+        inner = {"message": inner}
+    if not isinstance(inner, dict):
+        detail = data.get("detail")
+        inner = data if isinstance(data.get("message"), str) else {"message": detail} if isinstance(detail, str) \
+            else {}
+    return {name: inner[name][:2000] if isinstance(inner.get(name), str) else None
+            for name in ("message", "type", "param", "code")}

@@ -84,9 +84,10 @@ def reply(params: dict, create: Callable[[dict, Cluster], dict],
 
 def _relayed(path: str, body: dict, stream: bool = False) -> Callable[[dict, Cluster], object]:
     """A use case relaying the client's body (validated, unchanged) to the model's upstream."""
+    request_id = current_record().request_id
     if stream:
-        return lambda params, cluster: cluster.relay.stream(path, params["model"], body)
-    return lambda params, cluster: cluster.relay.create(path, params["model"], body)
+        return lambda params, cluster: cluster.relay.stream(path, params["model"], body, request_id)
+    return lambda params, cluster: cluster.relay.create(path, params["model"], body, request_id)
 
 
 def load_body(schema_name: str) -> dict:
@@ -109,12 +110,42 @@ def load_body(schema_name: str) -> dict:
     try:
         params = schema.load(data)
     except ValidationError as exc:
-        raise from_validation(exc) from None
+        params = _load_for_upstream(schema, data, exc)
+        if params is None:
+            raise from_validation(exc) from None
     if isinstance(params, dict) and "messages" in params:
         params["body_bytes"] = len(body)  # image URLs fetched later count toward the same limit
     for model in _models_named(params):
         require_model(model)  # the one check of the key's allow-list for every endpoint that takes a model
     return params
+
+
+def _load_for_upstream(schema: Schema, data: dict, exc: ValidationError) -> dict | None:
+    """For a routed model, the params without the top-level fields refused only as unsupported by FastChat
+    workers (logit_bias, suffix...): its upstream may support them, and is sent them (the client's body). None
+    when the model is not routed or anything else is wrong."""
+    model = data.get("model")
+    if not isinstance(model, str) or not get_cluster().routes(model) or not isinstance(exc.messages, dict):
+        return None
+    if not all(key != "_schema" and all(getattr(message, "error_code", None) == "unsupported_parameter"
+                                        for _, message in _leaves(problems))
+               for key, problems in exc.messages.items()):
+        return None
+    try:
+        return schema.load({key: value for key, value in data.items() if key not in exc.messages})
+    except ValidationError:
+        return None
+
+
+def _leaves(messages, path: str = ""):
+    if isinstance(messages, dict):
+        for key, value in messages.items():
+            yield from _leaves(value, f"{path}.{key}")
+    elif isinstance(messages, list):
+        for item in messages:
+            yield from _leaves(item, path)
+    else:
+        yield path, messages
 
 
 def _models_named(params) -> list[str]:

@@ -16,10 +16,14 @@ def upstream_failure(response: requests.Response) -> ApiError | UpstreamError:
     keeps its status, message and Retry-After; but a 401 or 403 refused the gateway's upstream key, not the
     client's, so it is a 502 the operator must fix. Anything else is an UpstreamError (502 once no other base
     URL is left), which failover may try elsewhere."""
+    data = b""
     try:
-        data = response.raw.read(_ERROR_BODY_LIMIT, decode_content=True) if response.raw is not None else b""
-    except Exception:  # noqa: BLE001 - a broken error body still has its status
-        data = b""
+        for piece in response.iter_content(8192):  # what was read already, or reads at most the limit
+            data += piece
+            if len(data) >= _ERROR_BODY_LIMIT:
+                break
+    except (requests.RequestException, OSError):  # a broken error body still has its status
+        pass
     finally:
         response.close()
     error = _error_fields(data)

@@ -43,9 +43,10 @@ class Relay:
     def serves(self, model: str) -> bool:
         return self.table.serves(model)
 
-    def create(self, path: str, model: str, body: dict) -> dict:
-        """The upstream's whole JSON reply to POST {base_url}/{path}."""
-        response = self._open(path, model, body, stream=False)
+    def create(self, path: str, model: str, body: dict, request_id: str | None = None) -> dict:
+        """The upstream's whole JSON reply to POST {base_url}/{path}. request_id: sent as X-Request-Id, so the
+        upstream's logs can be matched with ours."""
+        response = self._open(path, model, body, request_id, stream=False)
         try:
             result = decode_json(response.content)
         except (ValueError, UnicodeDecodeError, requests.RequestException):
@@ -55,15 +56,15 @@ class Relay:
                                 upstream=UPSTREAM)
         return result
 
-    def stream(self, path: str, model: str, body: dict) -> RelayStream:
+    def stream(self, path: str, model: str, body: dict, request_id: str | None = None) -> RelayStream:
         """The upstream's open stream, once it answered 200. The upstream is always asked for the usage chunk
         (stream_options.include_usage), for the access log and the token limits; the gateway's framing passes it
         on only to a client that asked for it."""
         options = body.get("stream_options") if isinstance(body.get("stream_options"), dict) else {}
         body = {**body, "stream": True, "stream_options": {**options, "include_usage": True}}
-        return RelayStream(self._open(path, model, body, stream=True))
+        return RelayStream(self._open(path, model, body, request_id, stream=True))
 
-    def _open(self, path: str, model: str, body: dict, *, stream: bool) -> requests.Response:
+    def _open(self, path: str, model: str, body: dict, request_id: str | None, *, stream: bool) -> requests.Response:
         left = list(self.table.routes.get(model, ()))
         if not left:
             raise model_not_found(model)
@@ -71,7 +72,7 @@ class Relay:
             route = random.choices(left, [candidate.weight for candidate in left])[0]
             left.remove(route)
             try:
-                response = self._send(route, path, body, stream)
+                response = self._send(route, path, body, request_id, stream)
             except UpstreamError as exc:
                 if exc.kind != UNAVAILABLE or not left:
                     raise
@@ -84,8 +85,10 @@ class Relay:
                     raise failure
             logger.warning("upstream %s for %s failed; trying another (%s)", route.base_url, model, failure)
 
-    def _send(self, route: Route, path: str, body: dict, stream: bool) -> requests.Response:
+    def _send(self, route: Route, path: str, body: dict, request_id: str | None, stream: bool) -> requests.Response:
         headers = {"Authorization": f"Bearer {route.api_key}"} if route.api_key else {}
+        if request_id:
+            headers["X-Request-Id"] = request_id
         if stream:
             headers["Accept"] = "text/event-stream"
         return self.client.send(f"{route.base_url}/{path}", _encode({**body, "model": route.upstream_model}),

@@ -229,6 +229,16 @@ class TestUpstreamErrors:
                                                 "type": "invalid_request_error", "param": "tools",
                                                 "code": "unsupported_parameter"}
 
+    def test_fastchats_error_body_keeps_its_message_and_code(self, client, upstream):
+        upstream.post(f"{A}/chat/completions", status=400, json={
+            "object": "error", "message": "This model's maximum context length is 64 tokens.", "code": 40303})
+        body = post(client).get_json()
+        assert (body["code"], body["error"]["message"]) == (40303, "This model's maximum context length is 64 tokens.")
+
+    def test_an_endpoint_not_relayed_says_so(self, client):
+        response = post(client, "/v1/responses", model="routed", input="Hi")
+        assert response.status_code == 400 and "not relayed" in response.get_json()["message"]
+
     def test_a_429_keeps_retry_after_and_is_not_retried_elsewhere(self, client, upstream):
         upstream.post(f"{A}/chat/completions", status=429, headers={"Retry-After": "7"},
                       json={"error": {"message": "slow down", "type": "requests"}})

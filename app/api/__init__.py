@@ -11,7 +11,7 @@ from werkzeug.exceptions import RequestEntityTooLarge
 
 from app.api.admission import admit
 from app.auth import require_model
-from app.errors import from_validation, invalid_request
+from app.errors import from_validation, invalid_request, unsupported_parameter
 from app.images.rules import ImageRules
 from app.schemas.chat import ChatCompletionRequestSchema, FastChatChatCompletionRequestSchema
 from app.schemas.completions import CompletionRequestSchema
@@ -67,7 +67,10 @@ def reply(params: dict, create: Callable[[dict, Cluster], dict],
         # Images (app.images.parts) print as placeholders such as <image/png 12345 bytes>, never their data.
         logger.info("request_id=%s body=%s", record.request_id, json.dumps(params, ensure_ascii=False, default=repr))
     cluster = get_cluster()
-    routed = relay is not None and cluster.routes(params["model"])
+    routed = cluster.routes(params["model"])
+    if routed and relay is None:
+        raise unsupported_parameter("model", f"The model `{params['model']}` is served by an OpenAI-compatible "
+                                    "upstream, to which this endpoint is not relayed; use /v1/chat/completions.")
     if routed:
         create, stream, framing = _relayed(relay, g.request_json), _relayed(relay, g.request_json, True), None
     # or 503: see app.serving.admission; a routed model's queue is its upstream's, so only the stream cap applies

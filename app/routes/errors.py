@@ -32,10 +32,11 @@ def upstream_failure(response: requests.Response) -> ApiError | UpstreamError:
     if 400 <= status < 500 and status not in (401, 403):
         headers = {"Retry-After": response.headers["Retry-After"]} if "Retry-After" in response.headers else None
         code = error.get("code")
+        fastchat_code = error.get("fastchat_code") or (ErrorCode.RATE_LIMIT if status == 429
+                                                       else ErrorCode.VALIDATION_TYPE_ERROR)
         return ApiError(status, message, type=error.get("type") or "invalid_request_error",
-                        param=error.get("param"), code=code if isinstance(code, str) else None,
-                        fastchat_code=ErrorCode.RATE_LIMIT if status == 429 else ErrorCode.VALIDATION_TYPE_ERROR,
-                        keep_status=True, headers=headers)
+                        param=error.get("param"), code=code, fastchat_code=fastchat_code, keep_status=True,
+                        headers=headers)
     return UpstreamError(BAD_RESPONSE, f"The upstream answered with HTTP {status}: {message}", upstream=UPSTREAM)
 
 
@@ -63,5 +64,10 @@ def _error_fields(data: bytes | dict) -> dict:
         detail = data.get("detail")
         inner = data if isinstance(data.get("message"), str) else {"message": detail} if isinstance(detail, str) \
             else {}
-    return {name: inner[name][:2000] if isinstance(inner.get(name), str) else None
-            for name in ("message", "type", "param", "code")}
+    fields = {name: inner[name][:2000] if isinstance(inner.get(name), str) else None
+              for name in ("message", "type", "param", "code")}
+    # FastChat's numeric codes (its openai_api_server's "code": 40303), kept for FastChat clients.
+    number = inner.get("code")
+    if isinstance(number, int) and not isinstance(number, bool) and 40000 <= number < 60000:
+        fields["fastchat_code"] = number
+    return fields

@@ -218,6 +218,13 @@ class TestStreams:
         assert events[-1]["error"]["message"] == "GPU fell off"
 
 
+    def test_fastchats_in_band_error_frame_is_ours(self, client, upstream):
+        upstream.post(f"{A}/chat/completions", body=sse_stream(chunk("a"), {"text": "CUDA out of memory",
+                                                                           "error_code": 50002}))
+        events = events_of(post(client, **CHAT, stream=True))
+        assert events[-1]["error"]["message"] == "CUDA out of memory"
+
+
 class TestUpstreamErrors:
     def test_a_400_keeps_its_status_and_message(self, client, upstream):
         upstream.post(f"{A}/chat/completions", status=400, json={"error": {

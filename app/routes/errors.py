@@ -43,7 +43,9 @@ def upstream_failure(response: requests.Response) -> ApiError | UpstreamError:
 def stream_error(event: dict) -> ApiError:
     """An `error` event an upstream sent in its stream, for our stream's error event."""
     error = _error_fields(event)
-    return ApiError(502, error.get("message") or "The upstream's stream failed.", type="server_error",
+    text = event.get("text") if event.get("error_code") else None  # FastChat's in-band error: its text says it
+    return ApiError(502, error.get("message") or (text if isinstance(text, str) and text else
+                                                  "The upstream's stream failed."), type="server_error",
                     code="upstream_error", fastchat_code=ErrorCode.INTERNAL_ERROR)
 
 

@@ -75,8 +75,8 @@ class RelayStream:
         if not isinstance(event, dict):
             raise UpstreamError(BAD_RESPONSE, "The upstream sent a stream event that is not a JSON object.",
                                 upstream=UPSTREAM)
-        if "error" in event and "choices" not in event:
-            raise stream_error(event)
+        if "choices" not in event and ("error" in event or event.get("error_code")):
+            raise stream_error(event)  # OpenAI's error event, or FastChat's in-band {"text", "error_code"}
         if isinstance(event.get("usage"), dict):
             self._usage = event["usage"]
         return event

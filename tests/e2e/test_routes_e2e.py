@@ -23,9 +23,13 @@ def stack(fastchat_venv, fastchat_controller, run_dir):
         worker = SimulatedWorker(run_dir, "--tokens", "8", "--context-length", "64", controller=ctl,
                                  model="sim-upstream", name="sim-routes")
         started.append(worker)
-        wait_registered(ctl, worker.model)
+        doomed = SimulatedWorker(run_dir, "--tokens", "50", "--token-delay", "0.02", controller=ctl,
+                                 model="sim-doomed", name="sim-routes-doomed")
+        started.append(doomed)
+        for each in (worker, doomed):
+            wait_registered(ctl, each.model)
         api = procs.require(FastChatApiServer, fastchat_venv / "bin" / "python", ctl, run_dir,
-                            models=["sim-upstream"], name="fastchat-api-routes")
+                            models=["sim-upstream", "sim-doomed"], name="fastchat-api-routes")
         started.append(api)
         routes = run_dir / "routes-e2e.toml"
         # A base URL nobody listens on, chosen first (its weight dwarfs the other's): every request fails over.
@@ -41,6 +45,11 @@ base_url = "{api.url}/v1"
 api_key = "{UPSTREAM_KEY}"
 upstream_model = "sim-upstream"
 weight = 1e-12
+
+[[routes]]
+model = "routed-doomed"
+base_url = "{api.url}/v1"
+upstream_model = "sim-doomed"
 ''')
         gateway = Gateway(run_dir, name="gateway-routes", CONTROLLER_ADDRESS=ctl, API_KEYS=KEY,
                           ROUTES_FILE=str(routes), UPSTREAM_CONNECT_RETRIES="0")
@@ -90,3 +99,26 @@ def test_an_upstream_400_keeps_its_status_and_message(sdk):
         sdk.chat.completions.create(model="routed", messages=[{"role": "user", "content": "word " * 200}],
                                     max_tokens=8)
     assert "context" in str(caught.value).lower()
+
+
+def test_embeddings(sdk):
+    reply = sdk.embeddings.create(model="routed", input=["a", "b"], encoding_format="float")
+    assert len(reply.data) == 2 and reply.data[0].embedding
+
+
+def test_an_upstream_error_mid_stream_ends_the_stream_with_an_error(sdk):
+    stream = sdk.chat.completions.create(model="routed", messages=[{"role": "user", "content": "[[fault:error]] hi"}],
+                                         max_tokens=8, stream=True)
+    with pytest.raises(openai.APIError):
+        list(stream)
+
+
+def test_an_upstream_that_dies_mid_stream_ends_the_stream_with_an_error(sdk):
+    """The worker behind FastChat's API server exits mid-stream (last: it does not come back)."""
+    stream = sdk.chat.completions.create(model="routed-doomed", stream=True, max_tokens=50,
+                                         messages=[{"role": "user", "content": "[[fault:die after=3]] hi"}])
+    received = []
+    with pytest.raises(openai.APIError):
+        for chunk in stream:
+            received.append(chunk)
+    assert received  # it had begun: no failover, an error event instead

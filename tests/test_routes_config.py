@@ -1,9 +1,12 @@
 """ROUTES_FILE: what a routes file means, and the start-up error each mistake gets."""
 import pytest
+import requests
 
 from app import create_app
+from app.routes.check import check_shared_names
 from app.routes.config import load_routes, parse_routes
 from app.settings import ConfigError
+from tests.fakes import CONTROLLER
 
 WHERE = "invalid ROUTES_FILE='routes.toml'"
 
@@ -100,3 +103,34 @@ def test_api_key_env_is_read_from_the_apps_environment(tmp_path, config):
     assert app.extensions["cluster"].relay.table.routes["m"][0].api_key == "k"
     with pytest.raises(ConfigError, match="UP_KEY"):
         create_app({**config, "ROUTES_FILE": str(path)}, environ={})
+
+
+class TestSharedNames:
+    """The master's start-up check against the FastChat side (gunicorn.conf.py on_starting)."""
+
+    TABLE = parse_routes('[[routes]]\nmodel = "m"\nbase_url = "http://h"\n', WHERE, {})
+
+    def settings(self, **changes):
+        return {"ROUTES_FILE": "routes.toml", "WORKER_ADDRESSES": (), "CONTROLLER_ADDRESS": CONTROLLER, **changes}
+
+    def test_a_name_the_controller_serves_too_stops_the_start(self, upstream):
+        upstream.post(f"{CONTROLLER}/list_models", json={"models": ["m", "other"]})
+        with pytest.raises(ConfigError, match=r"'m' also served by FastChat workers"):
+            check_shared_names(self.settings(), self.TABLE)
+
+    def test_distinct_names_pass(self, upstream):
+        upstream.post(f"{CONTROLLER}/list_models", json={"models": ["other"]})
+        check_shared_names(self.settings(), self.TABLE)
+
+    def test_listed_workers_are_asked_without_a_controller(self, upstream):
+        upstream.post("http://w1/worker_get_status", json={"model_names": ["m"], "speed": 1, "queue_length": 0})
+        with pytest.raises(ConfigError, match="'m'"):
+            check_shared_names(self.settings(WORKER_ADDRESSES=("http://w1",)), self.TABLE)
+
+    def test_a_controller_that_cannot_be_asked_is_logged_and_the_start_goes_on(self, upstream, caplog):
+        upstream.post(f"{CONTROLLER}/list_models", body=requests.ConnectionError())
+        check_shared_names(self.settings(), self.TABLE)
+        assert "not checked against the FastChat models" in caplog.text
+
+    def test_no_routes_asks_nobody(self, upstream):
+        check_shared_names(self.settings(), parse_routes("", WHERE, {}))

@@ -8,7 +8,7 @@ import pytest
 from harness import procs
 from harness.fastchat import FastChatApiServer, wait_registered
 from harness.gateway import Gateway
-from harness.procs import free_port
+from harness.procs import ProcError, free_port
 from harness.simworkers import SimulatedWorker
 
 KEY = "sk-e2e-routes"
@@ -122,3 +122,13 @@ def test_an_upstream_that_dies_mid_stream_ends_the_stream_with_an_error(sdk):
         for chunk in stream:
             received.append(chunk)
     assert received  # it had begun: no failover, an error event instead
+
+
+def test_a_name_the_controller_serves_too_stops_the_start(fastchat_controller, stack, run_dir):
+    routes = run_dir / "routes-shared.toml"
+    routes.write_text(f'[[routes]]\nmodel = "sim-upstream"\nbase_url = "{stack["api"].url}/v1"\n')
+    with pytest.raises(ProcError) as caught:
+        Gateway(run_dir, name="gateway-routes-shared", CONTROLLER_ADDRESS=fastchat_controller.address,
+                ROUTES_FILE=str(routes))
+    assert "'sim-upstream' also served by FastChat workers" in str(caught.value) + (
+        run_dir / "gateway-routes-shared.log").read_text()

@@ -84,3 +84,40 @@ def test_a_stream_without_done_is_a_broken_stream():
             list(relay.stream(CHAT, "m", {"model": "m", "messages": []}))
     finally:
         upstream.close()
+
+
+def test_close_drops_the_upstream_connection_at_once():
+    """The client left (EventStream.close): the upstream sees its connection go, so it can stop generating."""
+    gone = threading.Event()
+
+    class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.0"
+
+        def do_POST(self):
+            self.rfile.read(int(self.headers["Content-Length"]))
+            self.send_response(200)
+            self.end_headers()
+            try:
+                for _ in range(2000):  # about 40 s of events unless the reader goes away
+                    self.wfile.write(event("x"))
+                    self.wfile.flush()
+                    threading.Event().wait(0.02)
+            except (BrokenPipeError, ConnectionResetError):
+                gone.set()
+
+        def log_message(self, *args):
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        url = f"http://127.0.0.1:{server.server_address[1]}/v1"
+        relay = Relay(UpstreamClient(connect_retries=0), RouteTable({"m": (Route("m", url, "m"),)}), read_timeout=5)
+        stream = relay.stream(CHAT, "m", {"model": "m", "messages": []})
+        events = iter(stream)
+        next(events)
+        stream.close()
+        assert gone.wait(5)
+    finally:
+        server.shutdown()
+        server.server_close()

@@ -12,6 +12,8 @@ import tempfile
 from gunicorn import glogging
 
 from app.config import ConfigError, load_config, load_server_config
+from app.routes.check import check_shared_names
+from app.routes.config import load_routes
 from app.settings import SETTINGS
 
 
@@ -93,7 +95,9 @@ def on_starting(server):
     """Check the app's settings in the master, so a bad one stops the server at once with its name;
     start with empty metrics."""
     try:
-        load_config()
+        config = load_config()
+        # Once, here: a model name both the FastChat side and ROUTES_FILE serve (asked with short timeouts).
+        check_shared_names(config, load_routes(config["ROUTES_FILE"], os.environ))
     except ConfigError as exc:
         _fail(exc)
     # Numbers of an earlier run would otherwise be summed into this one's.

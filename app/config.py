@@ -8,6 +8,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from app.keys.files import last_good, load_ring
+from app.routes.config import load_routes
 from app.settings import APP, SERVER, ConfigError, read
 
 __all__ = ["ConfigError", "load_config", "load_server_config"]
@@ -30,6 +31,7 @@ def load_config(environ: Mapping[str, str] | None = None, overrides: Mapping[str
     except ConfigError:
         if last_good(config["API_KEYS"], config["API_KEYS_FILE"]) is None:
             raise
+    load_routes(config["ROUTES_FILE"], environ)  # a broken routes file stops the start with its problem
     return config
 
 

@@ -14,6 +14,8 @@ from app.config import load_config
 from app.images.fetch import ImageFetcher
 from app.images.rules import ImageRules
 from app.json_provider import GatewayJSONProvider
+from app.routes.config import load_routes
+from app.routes.relay import Relay
 from app.serving.admission import Admission, AdmissionRules
 from app.serving.cluster import Cluster
 from app.settings import SERVER, read as read_settings
@@ -71,9 +73,12 @@ def build_cluster(config: Mapping[str, Any], environ: Mapping[str, str] | None =
     # A status reply is instant: a worker silent for 2 s no longer counts toward its model's cap.
     admission = Admission(AdmissionRules.from_config(config, server),
                           lambda address: read_queue_length(client, address, (config["WORKER_CONNECT_TIMEOUT"], 2.0)))
+    table = load_routes(config["ROUTES_FILE"], os.environ if environ is None else environ)
+    relay = Relay(client, table, connect_timeout=config["WORKER_CONNECT_TIMEOUT"],
+                  read_timeout=config["WORKER_READ_TIMEOUT"]) if table.routes else None
     return Cluster(controller, workers, ThreadPoolExecutor(max_workers=32, thread_name_prefix="choice"),
                    numbering=config["SEP_STYLE_NUMBERING"], clip_overflow=config["CONTEXT_OVERFLOW"] == "clip",
                    embedding_batch_size=config["EMBEDDING_BATCH_SIZE"], failover_attempts=config["FAILOVER_ATTEMPTS"],
                    tool_formats=config["TOOL_FORMATS"], structured_retries=config["STRUCTURED_OUTPUT_RETRIES"],
                    image_rules=image_rules, image_fetcher=ImageFetcher(image_rules) if image_rules.fetching else None,
-                   body_limit=config["MAX_REQUEST_BODY_BYTES"], admission=admission)
+                   body_limit=config["MAX_REQUEST_BODY_BYTES"], admission=admission, relay=relay)

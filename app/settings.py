@@ -176,6 +176,9 @@ _DECLARED = [
             "a file of more accepted keys, re-read when it changes: a `.toml` file of named keys with their models "
             "expiry and limits (see API keys, per-key limits), or any other name: one key per line (named "
             "`line-N`), `#` comments"),
+    Setting("ROUTES_FILE", _text, "",
+            "a TOML file of `[[routes]]`: models served by OpenAI-compatible base URLs beside the FastChat "
+            "workers (see OpenAI-compatible upstreams); read at start"),
     # Per-key limits (app.limits): one host needs no service; several gateway instances share a Redis.
     Setting("REDIS_URL", _redis_url, "",
             "Redis that keeps the per-key limits of every gateway instance using it (`redis://host:6379/0`); "

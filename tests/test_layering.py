@@ -16,6 +16,9 @@ WEB = ("flask", "werkzeug", "flask_cors")
 ABOVE = {
     "serving": ("app.api", "app.factory", "app.streaming", "app.error_handlers", "app.observability", "app.metrics",
                 "app.auth"),
+    # app.routes (OpenAI-compatible upstreams) is a use case beside app.serving: the same rules.
+    "routes": ("app.api", "app.factory", "app.streaming", "app.error_handlers", "app.observability", "app.metrics",
+               "app.auth"),
     "upstream": ("app.api", "app.factory", "app.streaming", "app.error_handlers", "app.observability",
                  "app.metrics", "app.auth", "app.serving", "app.errors"),
 }
@@ -44,7 +47,7 @@ def is_under(name: str, packages: tuple[str, ...]) -> bool:
     return any(name == package or name.startswith(package + ".") for package in packages)
 
 
-@pytest.mark.parametrize("module", modules("serving") + modules("upstream") + ["app.errors"])
+@pytest.mark.parametrize("module", modules("serving") + modules("routes") + modules("upstream") + ["app.errors"])
 def test_no_module_below_the_api_imports_flask_or_a_layer_above(module):
     layer = "serving" if module == "app.errors" else module.split(".")[1]
     forbidden = WEB + ABOVE[layer]
@@ -54,7 +57,7 @@ def test_no_module_below_the_api_imports_flask_or_a_layer_above(module):
 def test_importing_every_serving_module_loads_no_flask():
     """Indirect imports count too: a fresh interpreter imports all of serving/ and upstream/, then Flask, werkzeug
     and the app's Flask-side modules must still be absent."""
-    names = modules("serving") + modules("upstream") + ["app.errors"]
+    names = modules("serving") + modules("routes") + modules("upstream") + ["app.errors"]
     script = (f"import importlib, sys\nfor name in {names!r}: importlib.import_module(name)\n"
               "print('\\n'.join(sys.modules))")
     loaded = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True,

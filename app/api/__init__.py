@@ -5,13 +5,13 @@ import json
 import logging
 from collections.abc import Callable, Iterator
 
-from flask import Flask, Response, current_app, jsonify, request
+from flask import Flask, Response, current_app, g, jsonify, request
 from marshmallow import Schema, ValidationError
 from werkzeug.exceptions import RequestEntityTooLarge
 
 from app.api.admission import admit
 from app.auth import require_model
-from app.errors import from_validation, invalid_request
+from app.errors import from_validation, invalid_request, unsupported_parameter
 from app.images.rules import ImageRules
 from app.schemas.chat import ChatCompletionRequestSchema, FastChatChatCompletionRequestSchema
 from app.schemas.completions import CompletionRequestSchema
@@ -54,25 +54,43 @@ def get_cluster() -> Cluster:
 def reply(params: dict, create: Callable[[dict, Cluster], dict],
           stream: Callable[[dict, Cluster], Iterator[dict]] | None, *,
           framing: Callable[[Iterator[dict]], Framing] | None = None,
-          usage: Callable[[dict], dict | None] = lambda result: result.get("usage")) -> Response:
+          usage: Callable[[dict], dict | None] = lambda result: result.get("usage"),
+          relay: str | None = None) -> Response:
     """Run a generation use case: JSON for a whole result, server-sent events when params["stream"]. framing:
     the stream's, made from its source (chat's by default); usage: the chat usage of a whole result (what the
-    access log counts)."""
+    access log counts); relay: the OpenAI path (app.routes.relay) a model of ROUTES_FILE is relayed to instead
+    of create/stream, with the client's own body (None: the endpoint is FastChat's only)."""
     record = current_record()
     record.model = params["model"]
     require_model(params["model"])  # again: a view may have taken the model from elsewhere (the path)
     if current_app.config["LOG_REQUEST_BODIES"]:
         # Images (app.images.parts) print as placeholders such as <image/png 12345 bytes>, never their data.
         logger.info("request_id=%s body=%s", record.request_id, json.dumps(params, ensure_ascii=False, default=repr))
-    admit(get_cluster(), record, params["model"], bool(params.get("stream")))  # or 503: see app.serving.admission
+    cluster = get_cluster()
+    routed = cluster.routes(params["model"])
+    if routed and relay is None:
+        raise unsupported_parameter("model", f"The model `{params['model']}` is served by an OpenAI-compatible "
+                                    "upstream, to which this endpoint is not relayed; use /v1/chat/completions.")
+    if routed:
+        create, stream, framing = _relayed(relay, g.request_json), _relayed(relay, g.request_json, True), None
+    # or 503: see app.serving.admission; a routed model's queue is its upstream's, so only the stream cap applies
+    admit(cluster, record, params["model"], bool(params.get("stream")), caps_model=not routed)
     if params.get("stream"):
-        source = stream(params, get_cluster())
+        source = stream(params, cluster)
         return sse_response(source, params["include_usage"], record, framing and framing(source))
-    result = create(params, get_cluster())
+    result = create(params, cluster)
     record.usage = usage(result)
     if current_app.config["LOG_REQUEST_BODIES"]:
         logger.info("request_id=%s result=%s", record.request_id, json.dumps(result, ensure_ascii=False))
     return jsonify(result)
+
+
+def _relayed(path: str, body: dict, stream: bool = False) -> Callable[[dict, Cluster], object]:
+    """A use case relaying the client's body (validated, unchanged) to the model's upstream."""
+    request_id = current_record().request_id
+    if stream:
+        return lambda params, cluster: cluster.relay.stream(path, params["model"], body, request_id)
+    return lambda params, cluster: cluster.relay.create(path, params["model"], body, request_id)
 
 
 def load_body(schema_name: str) -> dict:
@@ -91,15 +109,46 @@ def load_body(schema_name: str) -> dict:
         raise invalid_request(f"The request body is not valid JSON{hint}.") from None
     if not isinstance(data, dict):
         raise invalid_request("The request body must be a JSON object.")
+    g.request_json = data  # what a routed model's upstream is sent, every field kept (app.routes.relay)
     try:
         params = schema.load(data)
     except ValidationError as exc:
-        raise from_validation(exc) from None
+        params = _load_for_upstream(schema, data, exc)
+        if params is None:
+            raise from_validation(exc) from None
     if isinstance(params, dict) and "messages" in params:
         params["body_bytes"] = len(body)  # image URLs fetched later count toward the same limit
     for model in _models_named(params):
         require_model(model)  # the one check of the key's allow-list for every endpoint that takes a model
     return params
+
+
+def _load_for_upstream(schema: Schema, data: dict, exc: ValidationError) -> dict | None:
+    """For a routed model, the params without the top-level fields refused only as unsupported by FastChat
+    workers (logit_bias, suffix...): its upstream may support them, and is sent them (the client's body). None
+    when the model is not routed or anything else is wrong."""
+    model = data.get("model")
+    if not isinstance(model, str) or not get_cluster().routes(model) or not isinstance(exc.messages, dict):
+        return None
+    if not all(key != "_schema" and all(getattr(message, "error_code", None) == "unsupported_parameter"
+                                        for _, message in _leaves(problems))
+               for key, problems in exc.messages.items()):
+        return None
+    try:
+        return schema.load({key: value for key, value in data.items() if key not in exc.messages})
+    except ValidationError:
+        return None
+
+
+def _leaves(messages, path: str = ""):
+    if isinstance(messages, dict):
+        for key, value in messages.items():
+            yield from _leaves(value, f"{path}.{key}")
+    elif isinstance(messages, list):
+        for item in messages:
+            yield from _leaves(item, path)
+    else:
+        yield path, messages
 
 
 def _models_named(params) -> list[str]:

@@ -7,12 +7,13 @@ from app.observability import RequestRecord
 from app.serving.cluster import Cluster
 
 
-def admit(cluster: Cluster, record: RequestRecord, model: str, stream: bool) -> None:
-    """Hold a place for the request, given back when it ends; raises ApiError 503 when there is none."""
+def admit(cluster: Cluster, record: RequestRecord, model: str, stream: bool, caps_model: bool = True) -> None:
+    """Hold a place for the request, given back when it ends; raises ApiError 503 when there is none. caps_model:
+    False for a routed model (its upstream keeps its own queue): only the process's stream cap applies."""
     if cluster.admission is None:
         return
     try:
-        ticket = cluster.admission.admit(model, stream)
+        ticket = cluster.admission.admit(model, stream, caps_model)
     except ApiError:
         record.rejected("backpressure")
         raise

@@ -3,6 +3,7 @@ from flask import Blueprint
 
 from app.api import load_body, reply
 from app.documented import GENERATION_ERRORS, documented
+from app.routes.relay import CHAT
 from app.serving import chat
 
 bp = Blueprint("chat", __name__)
@@ -17,7 +18,8 @@ def create_chat_completion():
     The prompt is rendered from the worker's conversation template; with `stream: true` the reply is server-sent
     events of ChatCompletionChunk.
     """
-    return reply(load_body("chat"), chat.create_chat_completion, chat.stream_chat_completion)
+    return reply(load_body("chat"), chat.create_chat_completion, chat.stream_chat_completion,
+                 relay=CHAT)
 
 
 @bp.post("/api/v1/chat/completions")
@@ -28,4 +30,5 @@ def create_fastchat_chat_completion():
 
     The same as POST /v1/chat/completions, with repetition_penalty always sent to the worker (default 1.0).
     """
-    return reply(load_body("fastchat_chat"), chat.create_chat_completion, chat.stream_chat_completion)
+    return reply(load_body("fastchat_chat"), chat.create_chat_completion, chat.stream_chat_completion,
+                 relay=CHAT)

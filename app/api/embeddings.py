@@ -3,6 +3,7 @@ from flask import Blueprint
 
 from app.api import load_body, reply
 from app.documented import GENERATION_ERRORS, OtherRule, documented
+from app.routes.relay import EMBEDDINGS
 from app.serving import embeddings
 
 bp = Blueprint("embeddings", __name__, url_prefix="/v1")
@@ -20,4 +21,5 @@ def create_embedding(model: str | None = None):
     One embedding per input, in input order.
     """
     params = load_body("embedding")
-    return reply({**params, "model": params["model"] or model}, embeddings.create_embeddings, None)
+    return reply({**params, "model": params["model"] or model}, embeddings.create_embeddings, None,
+                 relay=EMBEDDINGS)

@@ -152,9 +152,10 @@ class Admission:
         self._streams = 0
         self._lock = threading.Lock()
 
-    def admit(self, model: str, stream: bool) -> Ticket:
+    def admit(self, model: str, stream: bool, caps_model: bool = True) -> Ticket:
         """A place for a request to `model`; raises ApiError 503 (model_overloaded, server_overloaded) with
-        Retry-After when there is none. Costs a lock and a few dict operations, no network."""
+        Retry-After when there is none. Costs a lock and a few dict operations, no network. caps_model: False
+        when the model's queue is not FastChat workers' (a routed model): only the stream cap applies."""
         now = self._clock()
         start_poller = False
         with self._lock:
@@ -164,7 +165,7 @@ class Admission:
             state = self._models.get(model)
             if state is None:
                 state = self._models[model] = _Model()
-            if self.rules.caps_models:
+            if self.rules.caps_models and caps_model:
                 if self.rules.processes > 1 and not self._polling:
                     self._polling = start_poller = True
                 error = self._check(model, state, now)

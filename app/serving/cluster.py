@@ -14,6 +14,7 @@ from app.errors import context_length_exceeded
 from app.images.fetch import ImageFetcher
 from app.images.parts import UNSUPPORTED, Image, ImageError, ImageUrl
 from app.images.rules import ImageRules
+from app.routes.relay import Relay
 from app.serving import failover
 from app.serving.admission import Admission
 from app.serving.prompt import Template, TemplateError, parsed_template
@@ -33,7 +34,8 @@ class Cluster:
     TOOL_FORMATS (app.serving.tools.registry); structured_retries: STRUCTURED_OUTPUT_RETRIES; image_rules: the
     IMAGE_* settings; image_fetcher: fetches http(s) image URLs (None: fetching off); body_limit:
     MAX_REQUEST_BODY_BYTES, which fetched images count toward; admission: back-pressure (app.serving.admission;
-    None: none), told of the workers requests are routed to."""
+    None: none), told of the workers requests are routed to; relay: the models of ROUTES_FILE, served by
+    OpenAI-compatible base URLs instead (None: none)."""
 
     controller: WorkerSource
     workers: Workers
@@ -48,6 +50,11 @@ class Cluster:
     image_fetcher: ImageFetcher | None = None
     body_limit: int = 16 * 1024 * 1024
     admission: Admission | None = None
+    relay: Relay | None = None
+
+    def routes(self, model: str) -> bool:
+        """Whether `model` is one of ROUTES_FILE's, relayed to OpenAI-compatible base URLs."""
+        return self.relay is not None and self.relay.serves(model)
 
     def run_on_worker(self, model: str, attempt: Callable[[str], T]) -> T:
         """attempt(worker address) on a worker serving `model`, another one when it cannot be reached (see

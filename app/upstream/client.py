@@ -59,7 +59,7 @@ class UpstreamClient:
         """
         response = self._post(url, payload, timeout=timeout, upstream=upstream, stream=False)
         try:
-            return _decode(response.content)
+            return decode_json(response.content)
         except ValueError:
             raise UpstreamError(BAD_RESPONSE, f"The {upstream} sent a reply that is not JSON.",
                                 upstream=upstream) from None
@@ -69,8 +69,21 @@ class UpstreamClient:
         return FrameStream(self._post(url, payload, timeout=timeout, upstream=upstream, stream=True), upstream)
 
     def _post(self, url: str, payload: Any, *, timeout: Timeout, upstream: str, stream: bool) -> requests.Response:
+        body = None if payload is None else _JSON.encode(payload).encode()
+        response = self.send(url, body, timeout=timeout, upstream=upstream, stream=stream)
+        if response.status_code != 200:
+            response.close()
+            raise UpstreamError(BAD_RESPONSE, f"The {upstream} answered with HTTP {response.status_code}.",
+                                upstream=upstream)
+        return response
+
+    def send(self, url: str, body: bytes | None, *, timeout: Timeout, upstream: str, stream: bool,
+             headers: dict[str, str] | None = None) -> requests.Response:
+        """POST `body` and return the response whatever its status (the caller reads a non-200 body itself); with
+        stream, once its headers are in. headers: added to the JSON ones (an upstream's Authorization). Raises
+        UpstreamError for every transport failure: unavailable (nothing was sent), timeout, bad_response."""
         try:
-            request = _prepare(url, None if payload is None else _JSON.encode(payload).encode())
+            request = _prepare(url, body, headers)
             # Straight to the session's transport adapter: Session.send would add settings merging, cookie
             # persistence, response hooks and redirect handling, none of which applies to these JSON calls (a
             # prompt goes only to the address the controller or the configuration named, so no redirects), and
@@ -96,10 +109,6 @@ class UpstreamClient:
         except requests.RequestException as exc:
             raise UpstreamError(BAD_RESPONSE, f"The {upstream} request failed: {type(exc).__name__}.",
                                 upstream=upstream) from None
-        if response.status_code != 200:
-            response.close()
-            raise UpstreamError(BAD_RESPONSE, f"The {upstream} answered with HTTP {response.status_code}.",
-                                upstream=upstream)
         return response
 
 
@@ -209,11 +218,13 @@ def _timeval(seconds: float) -> bytes:
     return struct.pack("@ll", int(seconds), int(seconds % 1 * 1_000_000))
 
 
-def _prepare(url: str, body: bytes | None) -> requests.PreparedRequest:
+def _prepare(url: str, body: bytes | None, headers: dict[str, str] | None = None) -> requests.PreparedRequest:
     """What PreparedRequest.prepare() makes of a JSON POST, with the URL's preparation done once per URL."""
     request = requests.PreparedRequest()
     request.method, request.url, request.body = "POST", _prepared_url(url), body
     request.headers = CaseInsensitiveDict(_HEADERS)
+    if headers:
+        request.headers.update(headers)
     request.headers["Content-Length"] = str(len(body or b""))
     return request
 
@@ -227,7 +238,7 @@ def _prepared_url(url: str) -> str:
     return request.url
 
 
-def _decode(data: bytes) -> Any:
+def decode_json(data: bytes) -> Any:
     """JSON from a FastChat process: UTF-8, as RFC 8259 requires. orjson decodes a frame in a quarter of the
     standard library's time; what it refuses and Python's json takes (NaN and Infinity, which a worker's
     json.dumps writes for such floats, integers beyond 64 bits, lone surrogate escapes) goes to the latter, so
@@ -240,7 +251,7 @@ def _decode(data: bytes) -> Any:
 
 def _decode_frame(frame: bytes, upstream: str) -> dict:
     try:
-        data = _decode(frame)
+        data = decode_json(frame)
     except ValueError:
         data = None
     if not isinstance(data, dict):

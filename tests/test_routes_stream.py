@@ -1,0 +1,123 @@
+"""RelayStream over a real socket (a server on 127.0.0.1 in a thread): events are handed on as they arrive, not
+when the upstream's body ends, whether the body is chunked or ends with the connection."""
+import json
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import pytest
+
+from app.routes.config import Route, RouteTable
+from app.routes.relay import CHAT, Relay
+from app.upstream.client import UpstreamClient
+from app.upstream.errors import UpstreamError
+
+
+def event(content: str) -> bytes:
+    return b"data: " + json.dumps({"choices": [{"index": 0, "delta": {"content": content}}]}).encode() + b"\n\n"
+
+
+class Upstream:
+    """Sends one event, waits for `go`, then the rest: a relay that buffered would hang on the first."""
+
+    def __init__(self, chunked: bool, finish: bool = True):
+        self.go = threading.Event()
+        self.rest_sent = False
+        owner = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1" if chunked else "HTTP/1.0"
+
+            def do_POST(self):
+                self.rfile.read(int(self.headers["Content-Length"]))
+                self.send_response(200)
+                self.send_header("Content-Type", "text/event-stream")
+                if chunked:
+                    self.send_header("Transfer-Encoding", "chunked")
+                self.end_headers()
+                rest = event("b") + (b"data: [DONE]\n\n" if finish else b"")
+                for piece, wait in ((event("a"), True), (rest, False)):
+                    data = b"%x\r\n%s\r\n" % (len(piece), piece) if chunked else piece
+                    self.wfile.write(data)
+                    self.wfile.flush()
+                    if wait:
+                        owner.go.wait(5)
+                        owner.rest_sent = True
+                if chunked:
+                    self.wfile.write(b"0\r\n\r\n")
+                self.wfile.flush()
+
+            def log_message(self, *args):
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/v1"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self):
+        self.go.set()
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.mark.parametrize("chunked", [True, False])
+def test_the_first_event_is_handed_on_before_the_upstream_sends_the_rest(chunked):
+    upstream = Upstream(chunked)
+    try:
+        relay = Relay(UpstreamClient(connect_retries=0), RouteTable({"m": (Route("m", upstream.url, "m"),)}),
+                      read_timeout=5)
+        events = iter(relay.stream(CHAT, "m", {"model": "m", "messages": []}))
+        assert next(events)["choices"][0]["delta"]["content"] == "a"
+        assert not upstream.rest_sent  # handed on while the upstream still waits
+        upstream.go.set()
+        assert [item["choices"][0]["delta"]["content"] for item in events] == ["b"]
+    finally:
+        upstream.close()
+
+
+def test_a_stream_without_done_is_a_broken_stream():
+    upstream = Upstream(chunked=False, finish=False)
+    upstream.go.set()
+    try:
+        relay = Relay(UpstreamClient(connect_retries=0), RouteTable({"m": (Route("m", upstream.url, "m"),)}),
+                      read_timeout=5)
+        with pytest.raises(UpstreamError, match="closed the stream before it finished"):
+            list(relay.stream(CHAT, "m", {"model": "m", "messages": []}))
+    finally:
+        upstream.close()
+
+
+def test_close_drops_the_upstream_connection_at_once():
+    """The client left (EventStream.close): the upstream sees its connection go, so it can stop generating."""
+    gone = threading.Event()
+
+    class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.0"
+
+        def do_POST(self):
+            self.rfile.read(int(self.headers["Content-Length"]))
+            self.send_response(200)
+            self.end_headers()
+            try:
+                for _ in range(2000):  # about 40 s of events unless the reader goes away
+                    self.wfile.write(event("x"))
+                    self.wfile.flush()
+                    threading.Event().wait(0.02)
+            except (BrokenPipeError, ConnectionResetError):
+                gone.set()
+
+        def log_message(self, *args):
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        url = f"http://127.0.0.1:{server.server_address[1]}/v1"
+        relay = Relay(UpstreamClient(connect_retries=0), RouteTable({"m": (Route("m", url, "m"),)}), read_timeout=5)
+        stream = relay.stream(CHAT, "m", {"model": "m", "messages": []})
+        events = iter(stream)
+        next(events)
+        stream.close()
+        assert gone.wait(5)
+    finally:
+        server.shutdown()
+        server.server_close()

@@ -12,8 +12,6 @@ import tempfile
 from gunicorn import glogging
 
 from app.config import ConfigError, load_config, load_server_config
-from app.routes.check import check_shared_names
-from app.routes.config import load_routes
 from app.settings import SETTINGS
 
 
@@ -91,13 +89,23 @@ if _own_limits_dir:
     os.environ["RATE_LIMIT_DIR"] = tempfile.mkdtemp(prefix="fastchat-gateway-limits-")
 
 
+def _check_routes(config) -> None:
+    """Once, in the master: a model name both the FastChat side and ROUTES_FILE serve stops the start (asked with
+    short timeouts). Imported here, and skipped under gevent: the check's HTTP client imports ssl, which gevent must
+    patch before anything imports it (under gevent a shared name is logged at request time instead)."""
+    from app.routes.check import check_shared_names
+    from app.routes.config import load_routes
+
+    check_shared_names(config, load_routes(config["ROUTES_FILE"], os.environ))
+
+
 def on_starting(server):
     """Check the app's settings in the master, so a bad one stops the server at once with its name;
     start with empty metrics."""
     try:
         config = load_config()
-        # Once, here: a model name both the FastChat side and ROUTES_FILE serve (asked with short timeouts).
-        check_shared_names(config, load_routes(config["ROUTES_FILE"], os.environ))
+        if config["ROUTES_FILE"] and worker_class != "gevent":
+            _check_routes(config)
     except ConfigError as exc:
         _fail(exc)
     # Numbers of an earlier run would otherwise be summed into this one's.

@@ -176,6 +176,9 @@ _DECLARED = [
             "a file of more accepted keys, re-read when it changes: a `.toml` file of named keys with their models "
             "expiry and limits (see API keys, per-key limits), or any other name: one key per line (named "
             "`line-N`), `#` comments"),
+    Setting("ADMIN_API_KEY", _text, "",
+            "the key of the status page (`/status`, `/status.json`; see Status page), sent as `Authorization: "
+            "Bearer <key>` (or as a browser's Basic password); empty: no status page (404)"),
     # Per-key limits (app.limits): one host needs no service; several gateway instances share a Redis.
     Setting("REDIS_URL", _redis_url, "",
             "Redis that keeps the per-key limits of every gateway instance using it (`redis://host:6379/0`); "

@@ -79,6 +79,8 @@ class TestWithAController:
         cluster.chat_ready()
         cluster.generates()
         assert chat(client).status_code == 200
+        cluster.serves(MODEL)
+        assert client.get("/v1/models").status_code == 200  # reaches no worker: not the chat's worker's
         cluster.serves(MODEL, "other-model")
         worker_status(cluster, queue_length=3, speed=2.0)
         status = client.get("/status.json", headers=BEARER).get_json()
@@ -86,7 +88,8 @@ class TestWithAController:
         assert [model["name"] for model in status["models"]] == ["other-model", MODEL]
         [worker] = status["workers"]
         assert worker | {"last_seen": None} == {"address": WORKER, "models": [MODEL], "healthy": True, "speed": 2.0,
-                                                "queue_length": 3, "last_seen": None, "last_seen_seconds_ago": 0.0}
+                                                "queue_length": 3, "last_seen": None, "last_seen_seconds_ago": 0.0,
+                                                "last_minutes": {"requests": 1, "errors": 0}}
         model = status["models"][1]
         assert (model["workers"], model["healthy_workers"]) == ([WORKER], 1)
         last = model["last_minutes"]
@@ -127,8 +130,10 @@ class TestWithAController:
         assert chat(client).status_code >= 500
         cluster.serves(MODEL)
         worker_status(cluster)
-        last = client.get("/status.json", headers=BEARER).get_json()["models"][0]["last_minutes"]
+        status = client.get("/status.json", headers=BEARER).get_json()
+        last = status["models"][0]["last_minutes"]
         assert (last["requests"], last["errors"], last["error_rate"]) == (1, 1, 1.0)
+        assert status["workers"][0]["last_minutes"] == {"requests": 1, "errors": 1}
 
     def test_a_made_up_model_is_not_listed(self, client, cluster):
         cluster.rsps.post(f"{CONTROLLER}/list_models", json={"models": [MODEL]})

@@ -5,6 +5,7 @@ from __future__ import annotations
 from flask import Flask
 
 from app.observability import RequestRecord, current_record
+from app.serving.failover import LAST_WORKER
 from app.status.windows import Windows
 from app.upstream.client import UpstreamClient
 from app.upstream.worker_status import read_status
@@ -24,13 +25,18 @@ def init_app(app: Flask) -> None:
     client = UpstreamClient(connect_retries=0)
     timeout = (app.config["WORKER_CONNECT_TIMEOUT"], 2.0)  # a status reply is instant
     app.extensions["status"] = {"windows": windows, "read": lambda address: read_status(client, address, timeout)}
-    app.before_request(lambda: current_record().on_finish.append(lambda record, status: count(windows, record,
-                                                                                               status)))
+    app.before_request(lambda: _watch(windows))
     app.register_blueprint(views.bp)
 
 
-def count(windows: Windows, record: RequestRecord, status: int) -> None:
-    """One finished request into its model's and its key's windows (an on_finish callback: must not raise)."""
+def _watch(windows: Windows) -> None:
+    LAST_WORKER.set(None)  # this thread's previous request's worker is not this one's
+    current_record().on_finish.append(lambda record, status: count(windows, record, status, LAST_WORKER.get()))
+
+
+def count(windows: Windows, record: RequestRecord, status: int, worker: str | None = None) -> None:
+    """One finished request into its model's, its key's and its worker's windows (an on_finish callback: must not
+    raise). worker: the one it went to last, if any."""
     usage = record.usage or {}
     figures = {"error": status >= 500 or record.stream_error is not None, "ttft": record.time_to_first_token,
                "prompt_tokens": _int(usage.get("prompt_tokens")),
@@ -39,6 +45,8 @@ def count(windows: Windows, record: RequestRecord, status: int) -> None:
         windows.add("model", record.model, **figures)
     if record.key:
         windows.add("key", record.key, **figures)
+    if worker:
+        windows.add("worker", worker, **figures)
 
 
 def _int(value) -> int:

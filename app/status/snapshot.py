@@ -34,7 +34,7 @@ def snapshot(cluster: Cluster, windows: Windows, ring: KeyRing, read: Callable[[
         "controller": controller,
         "streams_in_flight": everywhere["streams_in_flight"],
         "models": [_model(name, workers, windows, everywhere["models"]) for name in names],
-        "workers": [_worker(state) for state in workers],
+        "workers": [_worker(state, windows) for state in workers],
         "keys": [_key(api_key, windows) for api_key in ring.keys] if ring.enabled else None,
     }
 
@@ -70,11 +70,13 @@ def _model(name: str, workers: list[WorkerState], windows: Windows, everywhere: 
             "since_start": everywhere.get(name, {"requests": 0, "errors": 0})}
 
 
-def _worker(state: WorkerState) -> dict:
+def _worker(state: WorkerState, windows: Windows) -> dict:
+    last = windows.summary("worker", state.address)
     return {"address": state.address, "models": state.models, "healthy": state.healthy, "speed": state.speed,
             "queue_length": state.queue_length,
             "last_seen": _iso(state.last_seen) if state.last_seen is not None else None,
-            "last_seen_seconds_ago": round(time.time() - state.last_seen, 1) if state.last_seen is not None else None}
+            "last_seen_seconds_ago": round(time.time() - state.last_seen, 1) if state.last_seen is not None else None,
+            "last_minutes": {"requests": last["requests"], "errors": last["errors"]}}
 
 
 def _key(api_key, windows: Windows) -> dict:

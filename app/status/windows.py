@@ -1,4 +1,4 @@
-"""Rolling per-model and per-key figures over the last minutes, from each finished request (RequestRecord).
+"""Rolling per-model, per-key and per-worker figures over the last minutes, from each finished request (RequestRecord).
 
 One set per process: gunicorn's processes do not share them (the status page says so). Buckets of a few seconds,
 so a sparkline needs no extra bookkeeping and old requests fall out without a sweep.
@@ -25,7 +25,7 @@ class _Bucket:
 
 
 class Windows:
-    """Figures by (group, name): group "model" or "key". Thread-safe."""
+    """Figures by (group, name): group "model", "key" or "worker". Thread-safe."""
 
     def __init__(self, *, bucket_seconds: float = 10.0, buckets: int = 30, clock: Callable[[], float] = time.time):
         self.bucket_seconds = bucket_seconds

@@ -177,6 +177,18 @@ class TestWithoutAController:
         assert OTHER_WORKER in html and "unhealthy" in html and "never" in html
 
 
+    def test_a_worker_gone_down_keeps_its_models_and_when_it_was_last_seen(self, app, client, cluster):
+        worker_status(cluster)
+        worker_status(cluster, at=OTHER_WORKER)
+        cluster.unreachable(f"{OTHER_WORKER}/worker_get_status")
+        before = client.get("/status.json", headers=BEARER).get_json()["workers"][1]
+        worker_status(cluster)
+        app.extensions["cluster"].controller.poll()  # the poller's next round
+        after = client.get("/status.json", headers=BEARER).get_json()["workers"][1]
+        assert (before["healthy"], after["healthy"]) == (True, False)
+        assert (after["models"], after["last_seen"]) == ([MODEL], before["last_seen"])
+
+
 class TestKeys:
     @pytest.fixture
     def config(self, config, tmp_path):

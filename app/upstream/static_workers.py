@@ -113,10 +113,10 @@ class StaticWorkers:
         """Every listed worker as the last poll saw it (no network traffic): the status page's."""
         self._start()
         with self._lock:
-            live = dict(self._live)
+            live, seen_at = dict(self._live), dict(self._seen)
         states = []
         for address in self.addresses:
-            status, (seen, models) = live.get(address), self._seen.get(address, (None, []))
+            status, (seen, models) = live.get(address), seen_at.get(address, (None, []))
             states.append(WorkerState(address, models, status.speed if status else None,
                                       status.queue_length if status else None, status is not None, seen))
         return states

@@ -41,6 +41,10 @@ def test_the_status_page_in_chromium(run_dir, browser):
 
         page = f"{gateway.url}/status"
         admin = {"Authorization": f"Bearer {ADMIN}"}
+        # The totals since start are every process's (the Prometheus directory), the last minutes one process's.
+        [model] = requests.get(f"{page}.json", headers=admin, timeout=10).json()["models"]
+        assert model["since_start"] == {"requests": 6, "errors": 0}
+        assert 0 <= model["last_minutes"]["requests"] <= 6
         browser.load(page, admin)
         assert browser.console_errors() == []
         text = browser.text()

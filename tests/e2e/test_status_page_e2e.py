@@ -10,6 +10,7 @@ import pytest
 import requests
 
 from harness import chromium, procs
+from harness.fastchat import wait_registered
 from harness.gateway import Gateway
 from harness.simworkers import SimulatedWorker
 
@@ -72,3 +73,29 @@ def test_the_status_page_in_chromium(run_dir, browser):
             gateway.stop()
         first.stop()
         second.stop()
+
+
+def test_the_status_page_with_fastchats_controller_and_api_keys(run_dir, browser, fastchat_controller):
+    """One process, so that the page's process is the one the controller named the worker to."""
+    ctl = fastchat_controller.address
+    worker = SimulatedWorker(run_dir, "--tokens", "3", controller=ctl, model="ctl-model", name="sim-status-ctl")
+    gateway = None
+    try:
+        wait_registered(ctl, worker.model)
+        gateway = Gateway(run_dir, name="gateway-status-ctl", CONTROLLER_ADDRESS=ctl, API_KEYS="sk-status-user",
+                          ADMIN_API_KEY=ADMIN, WEB_CONCURRENCY="1")
+        response = requests.post(f"{gateway.url}/v1/chat/completions", timeout=10,
+                                 headers={"Authorization": "Bearer sk-status-user"},
+                                 json={"model": "ctl-model", "messages": [{"role": "user", "content": "hi"}]})
+        assert response.status_code == 200
+        browser.load(f"{gateway.url}/status", {"Authorization": f"Bearer {ADMIN}"})
+        assert browser.console_errors() == []
+        text = browser.text()
+        assert f"{ctl}: reachable" in text
+        assert "ctl-model" in text and worker.address in text and "unhealthy" not in text
+        assert "key-1" in text and "sk-status-user" not in text and ADMIN not in text
+        browser.screenshot(run_dir / "status-page-controller.png")
+    finally:
+        if gateway is not None:
+            gateway.stop()
+        worker.stop()

@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 PYTEST_ARGS ?=
 
-.PHONY: run test interop reliability bench profile demo clean redis-server
+.PHONY: run test interop reliability bench profile demo clean redis-server chromium
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -58,7 +58,7 @@ demo: $(VENV)/.installed-test
 
 # Unit tests, then end-to-end tiers 1, 2 and 4 (real gunicorn, FastChat's controller from .venv-fastchat,
 # simulated workers, the openai SDK and LangChain). Tier 3 (a real FastChat model worker) is `make interop`.
-test: $(VENV)/.installed-test $(VENV)/.installed-encodings redis-server
+test: $(VENV)/.installed-test $(VENV)/.installed-encodings redis-server chromium
 	$(BIN)/python -m pytest tests --ignore=tests/interop --ignore=tests/reliability $(PYTEST_ARGS)
 
 # Tier 3: a real FastChat model worker serving a tiny local model; builds .venv-fastchat-torch (CPU PyTorch).
@@ -69,6 +69,11 @@ interop: $(VENV)/.installed-test
 # it is missing (CI runs as root on a fresh machine). The tests start and stop their own; none runs as a service.
 redis-server:
 	@command -v redis-server >/dev/null || { apt-get update -qq && apt-get install -y -qq redis-server; }
+
+# The status page's end-to-end test loads it in a real headless Chromium (harness/chromium.py): Debian's package,
+# installed when missing, like redis-server.
+chromium:
+	@command -v chromium >/dev/null || { apt-get update -qq && apt-get install -y -qq chromium; }
 
 clean:
 	rm -rf $(VENV) .pytest_cache *.egg-info

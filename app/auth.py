@@ -17,6 +17,8 @@ from app.observability import current_record
 
 # Endpoints anyone may call: probes, metrics and the API description; none reaches a worker.
 PUBLIC_ENDPOINTS = frozenset({"health.health", "health.ready", "metrics.metrics", "openapi.openapi"})
+# The status page's: they take the admin key instead (app.status.views).
+ADMIN_ENDPOINTS = frozenset({"status.page", "status.data"})
 
 
 def init_app(app: Flask) -> None:
@@ -40,7 +42,8 @@ def require_api_key() -> None:
     """Raise 401 unless the request carries one of the keys in effect and not expired (saying so when it carries
     none at all); a no-op when no keys are configured. The key found is the request's (request_key)."""
     ring = current_app.extensions["api_keys"].current()
-    if not ring.enabled or request.endpoint in PUBLIC_ENDPOINTS or _is_cors_preflight():
+    if (not ring.enabled or request.endpoint in PUBLIC_ENDPOINTS or request.endpoint in ADMIN_ENDPOINTS
+            or _is_cors_preflight()):
         return
     header = request.headers.get("Authorization", "")
     scheme, _, token = header.partition(" ")

@@ -9,7 +9,7 @@ from typing import Any
 from flask import Flask
 from flask_cors import CORS
 
-from app import api, auth, error_handlers, metrics, observability
+from app import api, auth, error_handlers, metrics, observability, status
 from app.config import load_config
 from app.images.fetch import ImageFetcher
 from app.images.rules import ImageRules
@@ -39,6 +39,7 @@ def create_app(test_config: Mapping[str, Any] | None = None, environ: Mapping[st
     app.json = GatewayJSONProvider(app)  # compact, UTF-8 as is, keys in order
     error_handlers.register_error_handlers(app)
     observability.init_app(app)  # first, so that even a request refused by auth gets an id and a log line
+    status.init_app(app)  # the status page, when ADMIN_API_KEY is set; before auth, so it counts refusals too
     if app.config["CORS_ALLOWED_ORIGINS"]:
         CORS(app, origins=list(app.config["CORS_ALLOWED_ORIGINS"]), methods=list(app.config["CORS_ALLOWED_METHODS"]),
              allow_headers=list(app.config["CORS_ALLOWED_HEADERS"]), expose_headers=["X-Request-Id"],

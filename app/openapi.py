@@ -119,6 +119,7 @@ TAGS = [
     {"name": "responses", "description": "The Responses API, stateless (nothing is stored)."},
     {"name": "fastchat", "description": "FastChat's own API extensions."},
     {"name": "probes", "description": "Health, readiness and metrics; no API key."},
+    {"name": "operator", "description": "The status page: only with ADMIN_API_KEY set, and that key."},
     {"name": "meta", "description": "This document."},
 ]
 

@@ -179,6 +179,9 @@ _DECLARED = [
     Setting("ROUTES_FILE", _text, "",
             "a TOML file of `[[routes]]`: models served by OpenAI-compatible base URLs beside the FastChat "
             "workers (see OpenAI-compatible upstreams); read at start"),
+    Setting("ADMIN_API_KEY", _text, "",
+            "the key of the status page (`/status`, `/status.json`; see Status page), sent as `Authorization: "
+            "Bearer <key>` (or as a browser's Basic password); empty: no status page (404)"),
     # Per-key limits (app.limits): one host needs no service; several gateway instances share a Redis.
     Setting("REDIS_URL", _redis_url, "",
             "Redis that keeps the per-key limits of every gateway instance using it (`redis://host:6379/0`); "

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from contextvars import ContextVar
 from typing import TypeVar
 
 from app.errors import model_not_found
@@ -15,6 +16,9 @@ from app.upstream.worker_source import WorkerSource
 
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
+# The worker the current request went to last (its context's: a thread's or a greenlet's), for the status page's
+# per-worker figures; whoever reads it sets it to None when a request starts (app.status).
+LAST_WORKER: ContextVar[str | None] = ContextVar("last_worker", default=None)
 
 
 def run_on_worker(source: WorkerSource, model: str, attempt: Callable[[str], T], failover_attempts: int,
@@ -29,6 +33,7 @@ def run_on_worker(source: WorkerSource, model: str, attempt: Callable[[str], T],
         raise model_not_found(model)
     for tries_left in range(failover_attempts, -1, -1):
         address = source.get_worker_address(model)
+        LAST_WORKER.set(address)
         if routed is not None:
             routed(model, address)
         try:

@@ -110,6 +110,24 @@ class Controller:
         """Raise UpstreamError unless the controller answers."""
         self._fetch_models()
 
+    def current_models(self) -> list[str]:
+        """The controller's model list now, sorted, without a worker refresh (the status page's). Raises
+        UpstreamError when it does not answer."""
+        return sorted(self._fetch_models())
+
+    def named_workers(self) -> dict[str, dict[str, float]]:
+        """model -> {worker address: how many seconds ago the controller last named it}: the workers this process
+        knows of (the controller has no endpoint listing them)."""
+        now = self._clock()
+        with self._picks_lock:
+            return {model: {address: now - named_at for address, named_at in picks.named.items()}
+                    for model, picks in self._picks.items() if picks.named}
+
+    def avoided(self) -> list[str]:
+        """The workers this process avoids now, after they could not be reached (dropped from named_workers)."""
+        now = self._clock()
+        return sorted(address for address, until in list(self._cooling.items()) if until > now)
+
     def _ask(self, model: str) -> str:
         # Asking again is how to avoid a worker that just failed: each pick raises that worker's queue count in
         # the controller, so shortest_queue moves on.

@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from dataclasses import dataclass
 
 from app.upstream.client import Timeout, UpstreamClient
 from app.upstream.errors import UNAVAILABLE, UpstreamError
+from app.upstream.worker_status import WorkerState, read_status
 
 logger = logging.getLogger(__name__)
 
@@ -37,6 +39,8 @@ class StaticWorkers:
         self._interval = interval
         self._live: dict[str, _Status] = {}
         self._known_models: set[str] = set()  # every model a worker has served: down for now is 503, not 404
+        # address -> when (time.time()) it last answered its status poll, and the models it served then
+        self._seen: dict[str, tuple[float, list[str]]] = {}
         self._lock = threading.Lock()
         self._poller: threading.Thread | None = None
         self._first_poll = threading.Event()
@@ -98,17 +102,24 @@ class StaticWorkers:
 
     def _read_status(self, address: str) -> _Status | None:
         try:
-            reply = self._client.post_json(address + "/worker_get_status", None, timeout=self._timeout,
-                                           upstream="worker")
-            models = reply["model_names"]
-            if not isinstance(models, list) or not all(isinstance(m, str) for m in models):
-                raise TypeError("model_names is not a list of strings")
-            return _Status(frozenset(models), float(reply.get("speed") or 1), int(reply.get("queue_length") or 0))
+            status = read_status(self._client, address, self._timeout)
         except UpstreamError as exc:
             logger.warning("worker %s is down: %s", address, exc.message)
-        except (KeyError, TypeError, ValueError, AttributeError) as exc:
-            logger.warning("worker %s sent an invalid status: %s", address, exc)
-        return None
+            return None
+        self._seen[address] = (time.time(), sorted(status.models))
+        return _Status(status.models, status.speed, status.queue_length)
+
+    def worker_states(self) -> list[WorkerState]:
+        """Every listed worker as the last poll saw it (no network traffic): the status page's."""
+        self._start()
+        with self._lock:
+            live, seen_at = dict(self._live), dict(self._seen)
+        states = []
+        for address in self.addresses:
+            status, (seen, models) = live.get(address), seen_at.get(address, (None, []))
+            states.append(WorkerState(address, models, status.speed if status else None,
+                                      status.queue_length if status else None, status is not None, seen))
+        return states
 
     def _start(self) -> None:
         # The first caller polls synchronously (so the first request can be served); a daemon thread then keeps

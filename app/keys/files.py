@@ -7,17 +7,12 @@ what is wrong; no message ever quotes a key.
 from __future__ import annotations
 
 import re
-import sys
 from collections.abc import Sequence
 from datetime import date, datetime, time, timezone
 
 from app.keys.model import ApiKey, KeyLimits, KeyRing, key_digest
 from app.settings import ConfigError
-
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # the same parser, before it joined the standard library
-    import tomli as tomllib
+from app.toml_tables import array_of_tables
 
 NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:@/+-]{0,63}")  # one field of a log line, one metric label value
 HEX_DIGEST = re.compile(r"[0-9a-fA-F]{64}")
@@ -29,7 +24,6 @@ SAME_AS = {"rpm": "requests_per_minute", "rpm_limit": "requests_per_minute", "tp
            "parallel_requests": "max_parallel_requests"}
 # Refused: a limit that is read but not applied would be a lie.
 NOT_ENFORCED = frozenset({"max_budget", "budget_duration"})
-_KEYS_TABLE = re.compile(r"\s*\[\[\s*(keys|\"keys\"|'keys')\s*\]\]")
 
 # The last key ring read successfully, per (API_KEYS, API_KEYS_FILE), in this process. gunicorn's master reads the
 # file before it forks (and again on SIGHUP), so a process that starts while the file is broken inherits the
@@ -108,22 +102,11 @@ def _merge(env: list[ApiKey], from_file: list[ApiKey], path: str) -> list[ApiKey
 # ---------------------------------------------------------------------------------------------- the TOML format
 def _toml_keys(text: str, path: str) -> list[ApiKey]:
     where = f"invalid API_KEYS_FILE={path!r}"
-    try:
-        document = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"{where}: {exc}") from None  # its message says the line and column
-    unknown = sorted(set(document) - {"keys"})
-    if unknown:
-        raise ConfigError(f"{where}: unknown top-level entry {unknown[0]!r}: the file holds only [[keys]] tables")
-    entries = document.get("keys", [])
-    if not isinstance(entries, list) or not all(isinstance(entry, dict) for entry in entries):
-        raise ConfigError(f"{where}: `keys` must be an array of tables, written as [[keys]] sections")
-    lines = [number for number, line in enumerate(text.splitlines(), 1) if _KEYS_TABLE.match(line)]
     keys: list[ApiKey] = []
     names: dict[str, str] = {}
     digests: dict[bytes, str] = {}
-    for index, entry in enumerate(entries):
-        label = _label(index, entry, lines if len(lines) == len(entries) else None)
+    for index, (entry, line) in enumerate(array_of_tables(text, where, "keys")):
+        label = _label(index, entry, line)
         try:
             api_key = _toml_key(entry)
         except ValueError as exc:
@@ -137,11 +120,11 @@ def _toml_keys(text: str, path: str) -> list[ApiKey]:
     return keys
 
 
-def _label(index: int, entry: dict, lines: list[int] | None) -> str:
+def _label(index: int, entry: dict, line: int | None) -> str:
     """Where a [[keys]] table is, for a message: `key 'team-a' (line 7)`."""
     name = entry.get("name")
     shown = f"key {name!r}" if isinstance(name, str) and NAME.fullmatch(name) else f"key #{index + 1}"
-    return f"{shown} (line {lines[index]})" if lines else shown
+    return f"{shown} (line {line})" if line else shown
 
 
 def _toml_key(entry: dict) -> ApiKey:

@@ -14,24 +14,17 @@ Several entries with the same model are several base URLs for it.
 """
 from __future__ import annotations
 
-import re
-import sys
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
 from app.settings import ConfigError
-
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # the same parser, before it joined the standard library
-    import tomli as tomllib
+from app.toml_tables import array_of_tables
 
 FIELDS = ("model", "base_url", "api_key", "api_key_env", "upstream_model", "timeout", "weight")
 # Other gateways' names for the same fields (LiteLLM's among them): pointed to ours rather than ignored.
 SAME_AS = {"model_name": "model", "api_base": "base_url", "base": "base_url", "url": "base_url",
            "key": "api_key", "request_timeout": "timeout"}
-_ROUTES_TABLE = re.compile(r"\s*\[\[\s*(routes|\"routes\"|'routes')\s*\]\]")
 
 
 @dataclass(frozen=True)
@@ -78,21 +71,10 @@ def load_routes(path: str, environ: Mapping[str, str]) -> RouteTable:
 
 
 def parse_routes(text: str, where: str, environ: Mapping[str, str]) -> RouteTable:
-    try:
-        document = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"{where}: {exc}") from None  # its message says the line and column
-    unknown = sorted(set(document) - {"routes"})
-    if unknown:
-        raise ConfigError(f"{where}: unknown top-level entry {unknown[0]!r}: the file holds only [[routes]] tables")
-    entries = document.get("routes", [])
-    if not isinstance(entries, list) or not all(isinstance(entry, dict) for entry in entries):
-        raise ConfigError(f"{where}: `routes` must be an array of tables, written as [[routes]] sections")
-    lines = [number for number, line in enumerate(text.splitlines(), 1) if _ROUTES_TABLE.match(line)]
     table: dict[str, list[Route]] = {}
     seen: dict[tuple[str, str], str] = {}
-    for index, entry in enumerate(entries):
-        label = _label(index, entry, lines if len(lines) == len(entries) else None)
+    for index, (entry, line) in enumerate(array_of_tables(text, where, "routes")):
+        label = _label(index, entry, line)
         try:
             route = _route(entry, environ)
         except ValueError as exc:
@@ -104,11 +86,11 @@ def parse_routes(text: str, where: str, environ: Mapping[str, str]) -> RouteTabl
     return RouteTable({model: tuple(routes) for model, routes in table.items()})
 
 
-def _label(index: int, entry: dict, lines: list[int] | None) -> str:
+def _label(index: int, entry: dict, line: int | None) -> str:
     """Where a [[routes]] table is, for a message: `route 'gpt-small' (line 7)`."""
     model = entry.get("model")
     shown = f"route {model!r}" if isinstance(model, str) and 0 < len(model) <= 256 else f"route #{index + 1}"
-    return f"{shown} (line {lines[index]})" if lines else shown
+    return f"{shown} (line {line})" if line else shown
 
 
 def _route(entry: dict, environ: Mapping[str, str]) -> Route:

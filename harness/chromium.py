@@ -48,6 +48,7 @@ class Chromium:
                                                          open_timeout=10))
             for domain in ("Page", "Runtime", "Log", "Network"):
                 self.call(f"{domain}.enable")
+            self.call("Page.setLifecycleEventsEnabled", enabled=True)
         except BaseException:
             self.stop()
             raise
@@ -69,11 +70,28 @@ class Chromium:
             self.events.append(message)
 
     def load(self, url: str, headers: dict[str, str] | None = None) -> None:
-        """Navigate to `url` (with `headers` on every request) and wait for its load event."""
+        """Navigate to `url` (with `headers` on every request) and wait for that document's load event. The page
+        before it goes first (about:blank, which has no timers): its late events (a self-refresh, a failed load)
+        would otherwise be taken for this page's."""
         self.call("Network.setExtraHTTPHeaders", headers=headers or {})
+        self._navigate("about:blank")
         self.events.clear()
-        self.call("Page.navigate", url=url)
-        while not any(event.get("method") == "Page.loadEventFired" for event in self.events):
+        self._navigate(url)
+
+    def _navigate(self, url: str) -> None:
+        started = self.call("Page.navigate", url=url)
+        if "errorText" in started:
+            raise ProcError(f"loading {url}: {started['errorText']}")
+        if "loaderId" not in started:  # the same document (a fragment): nothing to wait for
+            return
+        loader = started["loaderId"]
+
+        def loaded(event: dict) -> bool:
+            params = event.get("params", {})
+            return (event.get("method") == "Page.lifecycleEvent" and params.get("name") == "load"
+                    and params.get("loaderId") == loader)
+
+        while not any(loaded(event) for event in self.events):
             self.events.append(json.loads(self._ws.recv(timeout=30)))
 
     def console_errors(self) -> list[str]:
@@ -92,8 +110,12 @@ class Chromium:
         return errors
 
     def text(self) -> str:
-        reply = self.call("Runtime.evaluate", expression="document.body.innerText", returnByValue=True)
-        return reply["result"]["value"]
+        """The page's visible text. A page that reloads itself (the status page) may be between two documents:
+        wait for the next one to be whole."""
+        expression = "document.readyState === 'complete' && document.body ? document.body.innerText : null"
+        return wait_until("the page's text", lambda: self.call(
+            "Runtime.evaluate", expression=expression, returnByValue=True)["result"].get("value"), self.proc,
+            timeout=10)
 
     def screenshot(self, path: Path) -> Path:
         path.parent.mkdir(parents=True, exist_ok=True)

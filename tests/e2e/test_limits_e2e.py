@@ -12,6 +12,7 @@ import pytest
 import requests
 from prometheus_client.mmap_dict import MmapedDict
 
+from app.limits.guard import PAUSE
 from harness.gateway import Gateway
 from harness.procs import require
 from harness.redis import RedisServer
@@ -165,6 +166,9 @@ def test_redis_down_fails_open_or_closed_as_set_and_recovers(run_dir, worker, ke
         assert 'fastchat_gateway_rate_limit_store_errors_total{decision="closed"} 6.0' in closed_metrics
 
         redis_server.start()  # an empty Redis on the same port: the limits count afresh
+        # A process that saw Redis fail leaves it alone for PAUSE seconds (open: unlimited meanwhile). Past that,
+        # every process is back on Redis at its next request.
+        time.sleep(PAUSE + 0.2)
         deadline = time.monotonic() + 10
         while chat(closed.url, "sk-once").status_code == 503 and time.monotonic() < deadline:
             time.sleep(0.2)

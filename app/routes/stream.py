@@ -10,7 +10,7 @@ from collections.abc import Iterator
 import requests
 
 from app.routes.errors import UPSTREAM, stream_error
-from app.upstream.client import decode_json
+from app.upstream.client import decode_json, drop_connection
 from app.upstream.errors import BAD_RESPONSE, TIMEOUT, UpstreamError
 
 _READ_SIZE = 65536
@@ -37,14 +37,7 @@ class RelayStream:
         return self._usage
 
     def close(self) -> None:
-        # shutdown() wakes a thread blocked reading this socket at once; close() alone waits for the next byte.
-        sock = getattr(getattr(self._response.raw, "connection", None), "sock", None)
-        if sock is not None:
-            try:
-                sock.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
-        self._response.close()
+        drop_connection(self._response)
 
     def _events(self) -> Iterator[dict]:
         """Each `data:` line's JSON object, until `data: [DONE]`. Other lines (comments, event:, id:) are

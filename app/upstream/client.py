@@ -192,19 +192,23 @@ class FrameStream:
         raw.release_conn()
 
     def close(self) -> None:
-        # shutdown() wakes a thread blocked reading this socket at once; close() alone waits for the next byte.
-        connection = getattr(self._response.raw, "connection", None)
-        sock = getattr(connection, "sock", None)
-        if sock is not None:
-            try:
-                sock.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
-        self._response.close()
+        drop_connection(self._response)
 
     def _broken(self) -> UpstreamError:
         return UpstreamError(BAD_RESPONSE, f"The {self._upstream} closed the stream before it finished.",
                              upstream=self._upstream)
+
+
+def drop_connection(response: requests.Response) -> None:
+    """Close a streamed response's connection now (the client left). shutdown() wakes a thread blocked reading
+    this socket at once; close() alone waits for the next byte."""
+    sock = getattr(getattr(response.raw, "connection", None), "sock", None)
+    if sock is not None:
+        try:
+            sock.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+    response.close()
 
 
 def _kernel_timeouts(sock) -> bool:

@@ -19,6 +19,11 @@ from app.observability import current_record
 PUBLIC_ENDPOINTS = frozenset({"health.health", "health.ready", "metrics.metrics", "openapi.openapi"})
 # The status page's: they take the admin key instead (app.status.views).
 ADMIN_ENDPOINTS = frozenset({"status.page", "status.data"})
+# What per-key limits count, as OpenAI's do: the requests that generate or embed. Listing models, token_check and
+# the Responses API's stored-response routes need the key but use no share of the cluster.
+LIMITED_ENDPOINTS = frozenset({"chat.create_chat_completion", "chat.create_fastchat_chat_completion",
+                               "completions.create_completion", "embeddings.create_embedding",
+                               "responses.create_response"})
 
 
 def init_app(app: Flask) -> None:
@@ -62,7 +67,7 @@ def require_api_key() -> None:
     if found.expired(datetime.now(timezone.utc)):
         raise api_key_expired(found.expires.isoformat().replace("+00:00", "Z"))
     g.api_key = found
-    if found.limits is not None:
+    if found.limits is not None and request.endpoint in LIMITED_ENDPOINTS:
         _admit(found)
 
 

@@ -18,7 +18,7 @@ from app.limits.embedded import EmbeddedStorage
 from app.limits.guard import StoreGuard
 from app.limits.headers import duration
 from app.limits.limiter import KeyLimiter
-from tests.fakes import MODEL, text_frames
+from tests.fakes import CONTROLLER, MODEL, text_frames
 
 try:  # openai >= 3 is built on httpx2; older releases on httpx
     import httpx2 as httpx
@@ -151,6 +151,20 @@ def test_every_response_of_a_limited_key_has_the_headers_errors_too(client, clus
     assert ratelimit_headers(response)["x-ratelimit-remaining-requests"] == "1"
     bad = client.post("/v1/chat/completions", json={"model": MODEL}, headers=auth("sk-rpm"))
     assert bad.status_code == 400 and ratelimit_headers(bad)["x-ratelimit-remaining-requests"] == "0"
+
+
+def test_only_generation_counts_listing_models_takes_nothing_from_the_limit(client, cluster, upstream):
+    upstream.post(f"{CONTROLLER}/refresh_all_workers", json=None)
+    cluster.chat_ready()
+    for _ in range(3):
+        listed = client.get("/v1/models", headers=auth("sk-rpm"))
+        assert listed.status_code == 200 and ratelimit_headers(listed) == {}
+    assert client.post("/api/v1/token_check", json={"prompts": []}, headers=auth("sk-rpm")).status_code != 429
+    assert client.get("/v1/responses/resp_1", headers=auth("sk-rpm")).status_code == 404
+    cluster.generates()
+    first = client.post("/v1/chat/completions", json=CHAT, headers=auth("sk-rpm"))
+    assert first.status_code == 200 and ratelimit_headers(first)["x-ratelimit-remaining-requests"] == "1"
+    assert client.get("/v1/models", headers=auth("sk-wrong")).status_code == 401  # the key is still checked
 
 
 def test_tokens_are_counted_when_a_reply_ends_and_may_overshoot_once(client, cluster, clock):

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 
 # The statuses a generation endpoint answers with besides 200, and the ones any upstream call may cause.
 UPSTREAM_ERRORS = (500, 502, 503, 504)
-GENERATION_ERRORS = (400, 401, 404, 413, *UPSTREAM_ERRORS)
+GENERATION_ERRORS = (400, 401, 404, 413, 429, *UPSTREAM_ERRORS)
 
 _ATTRIBUTE = "openapi"
 

@@ -33,7 +33,7 @@ SECURITY_SCHEME = "ApiKey"
 EXTENSION_KEY = "openapi_spec"
 
 # Statuses an error keeps under ERROR_STATUS_MODE=fastchat (they belong to HTTP itself); every other is a 400 there.
-KEPT_STATUSES = frozenset({401, 413})
+KEPT_STATUSES = frozenset({401, 413, 429})
 
 
 @dataclass(frozen=True)
@@ -131,6 +131,8 @@ _ERROR_RESPONSES: dict[int, tuple[str, str]] = {
     401: ("Unauthorized", "Missing or wrong API key (`invalid_api_key`); only when the server has API keys."),
     404: ("NotFound", "No worker serves the model (`model_not_found`)."),
     413: ("PayloadTooLarge", "The request body is larger than MAX_REQUEST_BODY_BYTES."),
+    429: ("TooManyRequests", "Over one of the API key's limits (`rate_limit_exceeded`, `type` `requests` or "
+                             "`tokens`), or an upstream's 429 for a routed model; with Retry-After."),
     500: ("InternalServerError", "A worker error (`worker_error`), or an unexpected server error."),
     502: ("BadGateway", "The controller or a worker sent a non-200 or malformed reply (`upstream_error`)."),
     503: ("ServiceUnavailable", "No worker for the model, the controller or worker unreachable "

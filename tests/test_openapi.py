@@ -179,7 +179,7 @@ def test_the_configured_limits_are_documented(config):
 
 def test_fastchat_status_mode_documents_400_for_handled_errors(config):
     spec = build_spec(create_app({**config, "ERROR_STATUS_MODE": "fastchat"}, environ={}))
-    assert set(spec["paths"]["/v1/chat/completions"]["post"]["responses"]) == {"200", "400", "401", "413"}
+    assert set(spec["paths"]["/v1/chat/completions"]["post"]["responses"]) == {"200", "400", "401", "413", "429"}
     assert set(spec["paths"]["/v1/models/{model}"]["get"]["responses"]) == {"200", "400", "401"}
     assert set(spec["paths"]["/ready"]["get"]["responses"]) == {"200", "503"}  # the probe keeps its status
 
@@ -576,3 +576,16 @@ def test_responses_errors_and_stored_responses(client, spec):
         response = getattr(client, method)(path)
         assert response.status_code == 404
         assert_response_conforms(spec, documented, method, response)
+
+
+def test_a_keys_429_is_documented(config, tmp_path, cluster):
+    keys = tmp_path / "keys.toml"
+    keys.write_text('[[keys]]\nname = "one"\nkey = "sk-one"\nrequests_per_minute = 1\n')
+    app = create_app({**config, "API_KEYS_FILE": str(keys), "RATE_LIMIT_DIR": str(tmp_path / "limits")}, environ={})
+    spec = build_spec(app)
+    client, key = app.test_client(), {"Authorization": "Bearer sk-one"}
+    cluster.serves("other")
+    assert client.post("/v1/embeddings", headers=key, json={"model": "nope", "input": "a"}).status_code == 404
+    response = client.post("/v1/embeddings", headers=key, json={"model": "nope", "input": "a"})
+    assert response.status_code == 429 and response.get_json()["error"]["code"] == "rate_limit_exceeded"
+    assert_response_conforms(spec, "/v1/embeddings", "post", response)

@@ -247,10 +247,11 @@ class TestUpstreamErrors:
         assert response.status_code == 400 and "not relayed" in response.get_json()["message"]
 
     def test_a_429_keeps_retry_after_and_is_not_retried_elsewhere(self, client, upstream):
-        upstream.post(f"{A}/chat/completions", status=429, headers={"Retry-After": "7"},
+        upstream.post(f"{A}/chat/completions", status=429, headers={"Retry-After": "7", "retry-after-ms": "6500"},
                       json={"error": {"message": "slow down", "type": "requests"}})
         response = post(client)
         assert (response.status_code, response.headers["Retry-After"]) == (429, "7")
+        assert response.headers["retry-after-ms"] == "6500"  # what the openai SDK waits for first
         assert response.get_json()["message"] == "slow down"
 
     def test_a_refused_upstream_key_is_the_gateways_problem_not_the_clients(self, client, upstream):

@@ -9,11 +9,12 @@ from app.upstream.errors import BAD_RESPONSE, UpstreamError
 
 UPSTREAM = "upstream"  # UpstreamError.upstream of these calls: "The upstream could not be reached."
 _ERROR_BODY_LIMIT = 64 * 1024  # an error body longer than this is not read further
+_RETRY_HEADERS = ("Retry-After", "retry-after-ms")  # the openai SDK waits as long as they say (ms first)
 
 
 def upstream_failure(response: requests.Response) -> ApiError | UpstreamError:
     """The error for a non-200 reply (its body read, its connection released). A 4xx is the client's doing and
-    keeps its status, message and Retry-After; but a 401 or 403 refused the gateway's upstream key, not the
+    keeps its status, message and Retry-After (and retry-after-ms); but a 401 or 403 refused the gateway's upstream key, not the
     client's, so it is a 502 the operator must fix. Anything else is an UpstreamError (502 once no other base
     URL is left), which failover may try elsewhere."""
     data = b""
@@ -30,7 +31,7 @@ def upstream_failure(response: requests.Response) -> ApiError | UpstreamError:
     status = response.status_code
     message = error.get("message") or f"HTTP {status}"
     if 400 <= status < 500 and status not in (401, 403):
-        headers = {"Retry-After": response.headers["Retry-After"]} if "Retry-After" in response.headers else None
+        headers = {name: response.headers[name] for name in _RETRY_HEADERS if name in response.headers} or None
         code = error.get("code")
         fastchat_code = error.get("fastchat_code") or (ErrorCode.RATE_LIMIT if status == 429
                                                        else ErrorCode.VALIDATION_TYPE_ERROR)

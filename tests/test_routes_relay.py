@@ -283,6 +283,17 @@ class TestUpstreamErrors:
         upstream.post(f"{B}/chat/completions", body=requests.ConnectionError())
         assert post(client).status_code == 503
 
+    def test_a_redirect_is_not_followed_but_failed_over(self, client, upstream):
+        """A prompt goes only where ROUTES_FILE says: a 3xx's Location is never asked."""
+        elsewhere = upstream.post("http://elsewhere.test/v1/chat/completions", json=REPLY)
+        upstream.post(f"{A}/chat/completions", status=307,
+                      headers={"Location": "http://elsewhere.test/v1/chat/completions"})
+        upstream.post(f"{B}/chat/completions", status=302, headers={"Location": "http://elsewhere.test/"})
+        response = post(client)
+        assert response.status_code == 502 and "HTTP 302" in response.get_json()["message"]
+        assert elsewhere.call_count == 0
+        upstream.assert_all_requests_are_fired = False
+
     def test_a_timeout_is_504_and_not_repeated(self, client, upstream):
         upstream.post(f"{A}/chat/completions", body=requests.ReadTimeout())
         assert post(client).status_code == 504

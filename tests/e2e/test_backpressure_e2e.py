@@ -185,7 +185,8 @@ def test_the_model_cap_holds_across_processes_by_the_workers_status(run_dir):
     """Two gunicorn processes, a cap of 3 for the model (a share of 2 each): once the worker holds 3, every process
     refuses, also the one holding fewer than its share (it goes by the worker's queue_length, read in the
     background; by its own count alone it would admit more)."""
-    worker = SimulatedWorker(run_dir, "--limit-worker-concurrency", "1", "--tokens", "60", "--token-delay", "0.05",
+    # Streams of 6 s, one at a time at the worker: the first still runs when the last request below is refused.
+    worker = SimulatedWorker(run_dir, "--limit-worker-concurrency", "1", "--tokens", "120", "--token-delay", "0.05",
                              name="sim-bp-processes")
     gateway = None
     try:
@@ -203,7 +204,7 @@ def test_the_model_cap_holds_across_processes_by_the_workers_status(run_dir):
         queued = []
         for held in (1, 2, 3):  # one at a time: within one read a process takes only its half of the room
             time.sleep(0.5)  # several reads of the worker's status by each process
-            queued.append(QueuedStream(url, 60))
+            queued.append(QueuedStream(url, 120))
             deadline = time.monotonic() + 5
             while status_of(worker)["queue_length"] < held and time.monotonic() < deadline:
                 time.sleep(0.02)

@@ -135,6 +135,16 @@ def server_overloaded(streams: int, retry_after: int) -> ApiError:
                     headers={"Retry-After": str(retry_after)})
 
 
+def shutting_down(retry_after: int = 1) -> ApiError:
+    """This process is stopping (a stop, a reload or an upgrade): /ready answers it so a load balancer sends no
+    more, and a stream still open near the graceful timeout ends with it. Another instance or process can serve
+    the retry at once."""
+    return ApiError(503, "The server is shutting down. Please retry the request.",
+                    type="service_unavailable_error", code="server_shutting_down",
+                    fastchat_code=ErrorCode.INTERNAL_ERROR, keep_status=True,
+                    headers={"Retry-After": str(retry_after)})
+
+
 def from_validation(exc: ValidationError) -> ApiError:
     """Turn marshmallow's nested messages into one error naming the first failing field."""
     problems = list(_flatten(exc.messages))

@@ -52,6 +52,7 @@ loglevel = _server["LOG_LEVEL"]
 control_socket_disable = not _server["GUNICORN_CONTROL_SOCKET"]
 if _server["GUNICORN_CONTROL_SOCKET"]:
     control_socket = _server["GUNICORN_CONTROL_SOCKET"]
+pidfile = _server["GUNICORN_PIDFILE"] or None
 
 # The app's own loggers go to stderr next to gunicorn's, in the same format.
 logconfig_dict = {

@@ -187,6 +187,7 @@ def from_upstream(exc: UpstreamError) -> ApiError:
         status = 400 if 40000 <= code < 50000 else 503 if code == ErrorCode.CUDA_OUT_OF_MEMORY else 500
         return ApiError(status, exc.message, type="server_error", code="worker_error", fastchat_code=code)
     status, type_, code, fastchat_code = _UPSTREAM[exc.kind]
-    # A timed-out generation already cost the worker its time: ask the SDK not to repeat it.
-    headers = {"x-should-retry": "false"} if status == 504 else None
+    # A timed-out generation already cost the worker its time: ask the SDK not to repeat it. Nothing reachable is
+    # mostly a restart (of the controller, of a worker) under way: a retry soon may well succeed.
+    headers = {"x-should-retry": "false"} if status == 504 else {"Retry-After": "1"} if status == 503 else None
     return ApiError(status, exc.message, type=type_, code=code, fastchat_code=fastchat_code, headers=headers)

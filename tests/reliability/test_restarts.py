@@ -152,6 +152,7 @@ def in_flight_at(outcomes: list[Outcome], moment: float) -> list[Outcome]:
 
 
 def figures(outcomes: list[Outcome], **more) -> dict:
+    """The section's figures; `more` adds to them or replaces them."""
     return {"requests": len(outcomes), "streamed": sum(o.stream for o in outcomes),
             "failed": sum(o.problem is not None for o in outcomes), "cut_streams": sum(o.cut for o in outcomes),
             **more}
@@ -464,7 +465,7 @@ def test_controller_restart_under_load(run_dir, fastchat_python, report):
     refused_503 = [o for o in outcomes if o.status == 503]
     other = [o for o in outcomes if o.problem and not (o.status == 503 and o.retry_after)]
     report.add("restarts", **{"controller_restart": figures(
-        outcomes, gap_s=round(back - down, 2), answered_503_with_retry_after=len(refused_503),
+        outcomes, failed=len(other), gap_s=round(back - down, 2), answered_503_with_retry_after=len(refused_503),
         requests_during_gap_or_after=len(during), back_after_restart_s=round(recovered_after, 2),
         heartbeat_s=HEARTBEAT, slowest_s=round(max(o.ended - o.started for o in outcomes), 2))})
     assert recovered

@@ -23,7 +23,7 @@ import signal
 import socket
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import pytest
 import requests
@@ -35,6 +35,7 @@ from harness.procs import wait_until
 from harness.simworkers import SimulatedWorker
 
 CLIENTS = 6
+PROCESSES = 2  # gunicorn processes (WEB_CONCURRENCY) of every gateway here
 MODEL = "sim-model"
 TOKEN_DELAY = 0.05  # the simulated workers' pace: max_tokens x this is a request's length
 SHORT_TOKENS = 20  # the load's requests: ~1 s each
@@ -184,10 +185,11 @@ def running(pid: int) -> bool:
 
 
 def booted(gateway: Gateway, master: int, after: int = 0) -> bool:
-    """`master` has its two processes, each logged as booted since log offset `after`."""
+    """`master` has all its processes, each logged as started since log offset `after` (until one accepts, new
+    connections wait in the socket's queue: they are not refused)."""
     pids = children(master)
     log = gateway.proc.log_text()[after:]
-    return len(pids) == 2 and all(f"Booting worker with pid: {pid}" in log for pid in pids)
+    return len(pids) == PROCESSES and all(f"Booting worker with pid: {pid}" in log for pid in pids)
 
 
 def wait_gone(pids: set[int], timeout: float) -> float:
@@ -237,7 +239,7 @@ def sim(run_dir):
 
 def start_gateway(run_dir, sim, name: str, **settings: str) -> Gateway:
     return procs.require(Gateway, run_dir, name=name, WORKER_ADDRESSES=sim.address, WORKER_STATUS_INTERVAL="0.5",
-                         **settings)
+                         WEB_CONCURRENCY=str(PROCESSES), **settings)
 
 
 def test_sighup_reloads_with_no_failed_request(run_dir, sim, report):
@@ -251,8 +253,8 @@ def test_sighup_reloads_with_no_failed_request(run_dir, sim, report):
         signalled = time.monotonic()
         os.kill(master, signal.SIGHUP)
         retired = wait_gone(old, GRACEFUL + 5)
-        wait_until("the reloaded processes booted", lambda: booted(gateway, master, log_at) and not children(master) & old,
-                   gateway.proc, timeout=20)
+        wait_until("the reloaded processes started",
+                   lambda: booted(gateway, master, log_at) and not children(master) & old, gateway.proc, timeout=20)
         time.sleep(2)  # the load goes on against the new processes only
         outcomes = load.stop()
     finally:
@@ -390,8 +392,9 @@ def test_sigkill_of_one_worker_fails_only_its_requests(run_dir, sim, report):
         on_victim = client_connections(victim, gateway.port)
         os.kill(victim, signal.SIGKILL)
         killed = time.monotonic()
-        wait_until("a replacement worker", lambda: len(children(master)) == 2 and victim not in children(master),
-                   gateway.proc, timeout=20)
+        wait_until("a replacement worker",
+                   lambda: len(children(master)) == PROCESSES and victim not in children(master), gateway.proc,
+                   timeout=20)
         time.sleep(2.5)
         outcomes = load.stop()
         stats = wait_until("the simulated worker idle", lambda: (s := sim.stats())["open_streams"] == 0 and s,
@@ -440,7 +443,7 @@ def test_controller_restart_under_load(run_dir, fastchat_python, report):
         started.append(worker)
         wait_registered(ctl.address, MODEL)
         gateway = procs.require(Gateway, run_dir, name="gateway-controller-restart", CONTROLLER_ADDRESS=ctl.address,
-                                CONTROLLER_READ_TIMEOUT="1")
+                                CONTROLLER_READ_TIMEOUT="1", WEB_CONCURRENCY=str(PROCESSES))
         started.append(gateway)
         load = Load(gateway.url)
         time.sleep(2)

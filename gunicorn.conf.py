@@ -30,6 +30,8 @@ wsgi_app = "wsgi:app"
 bind = list(_server["BIND"])
 workers = _server["WEB_CONCURRENCY"]
 worker_class = _server["GUNICORN_WORKER_CLASS"]
+if worker_class == "gthread":  # the same, closing its listeners when it stops (app/server_worker.py)
+    worker_class = "app.server_worker.ThreadWorker"
 threads = _server["GUNICORN_THREADS"]
 worker_connections = _server["GUNICORN_WORKER_CONNECTIONS"]
 timeout = _server["GUNICORN_TIMEOUT"]
@@ -50,6 +52,7 @@ loglevel = _server["LOG_LEVEL"]
 control_socket_disable = not _server["GUNICORN_CONTROL_SOCKET"]
 if _server["GUNICORN_CONTROL_SOCKET"]:
     control_socket = _server["GUNICORN_CONTROL_SOCKET"]
+pidfile = _server["GUNICORN_PIDFILE"] or None
 
 # The app's own loggers go to stderr next to gunicorn's, in the same format.
 logconfig_dict = {
@@ -133,6 +136,13 @@ def on_exit(server):
         shutil.rmtree(os.environ["PROMETHEUS_MULTIPROC_DIR"], ignore_errors=True)
     if _own_limits_dir:
         shutil.rmtree(os.environ["RATE_LIMIT_DIR"], ignore_errors=True)
+
+
+def post_worker_init(worker):
+    """SIGTERM (a stop, or a reload or upgrade retiring this worker) starts the drain of app.lifecycle."""
+    from app import lifecycle
+
+    lifecycle.install(graceful_timeout)
 
 
 def child_exit(server, worker):

@@ -135,6 +135,16 @@ def server_overloaded(streams: int, retry_after: int) -> ApiError:
                     headers={"Retry-After": str(retry_after)})
 
 
+def shutting_down(retry_after: int = 1) -> ApiError:
+    """This process is stopping (a stop, a reload or an upgrade): /ready answers it so a load balancer sends no
+    more, and a stream still open near the graceful timeout ends with it. Another instance or process can serve
+    the retry at once."""
+    return ApiError(503, "The server is shutting down. Please retry the request.",
+                    type="service_unavailable_error", code="server_shutting_down",
+                    fastchat_code=ErrorCode.INTERNAL_ERROR, keep_status=True,
+                    headers={"Retry-After": str(retry_after)})
+
+
 def from_validation(exc: ValidationError) -> ApiError:
     """Turn marshmallow's nested messages into one error naming the first failing field."""
     problems = list(_flatten(exc.messages))
@@ -177,6 +187,7 @@ def from_upstream(exc: UpstreamError) -> ApiError:
         status = 400 if 40000 <= code < 50000 else 503 if code == ErrorCode.CUDA_OUT_OF_MEMORY else 500
         return ApiError(status, exc.message, type="server_error", code="worker_error", fastchat_code=code)
     status, type_, code, fastchat_code = _UPSTREAM[exc.kind]
-    # A timed-out generation already cost the worker its time: ask the SDK not to repeat it.
-    headers = {"x-should-retry": "false"} if status == 504 else None
+    # A timed-out generation already cost the worker its time: ask the SDK not to repeat it. Nothing reachable is
+    # mostly a restart (of the controller, of a worker) under way: a retry soon may well succeed.
+    headers = {"x-should-retry": "false"} if status == 504 else {"Retry-After": "1"} if status == 503 else None
     return ApiError(status, exc.message, type=type_, code=code, fastchat_code=fastchat_code, headers=headers)

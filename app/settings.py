@@ -338,6 +338,9 @@ _DECLARED = [
             "path of gunicorn's control socket (for `gunicornc`), this instance's own; off when empty (gunicorn's "
             "default path is shared by all instances of a user, so a second gateway took over the first's)", SERVER,
             shown_default="off"),
+    Setting("GUNICORN_PIDFILE", _text, "",
+            "file gunicorn writes its master's pid to; during a binary upgrade (`USR2`) the new master writes "
+            "`<file>.2` and takes `<file>` once the old master has gone", SERVER, shown_default="none"),
 ]
 SETTINGS: dict[str, Setting] = {setting.name: setting for setting in _DECLARED}
 

@@ -11,6 +11,7 @@ from typing import Protocol
 import orjson
 from flask import Response
 
+from app import lifecycle
 from app.error_handlers import as_api_error
 from app.errors import ApiError
 from app.observability import RequestRecord
@@ -136,6 +137,9 @@ class EventStream:
                 for chunk in self._chunks:
                     if observe(chunk, record):
                         yield encode(chunk)
+                    stopping = lifecycle.stream_error()
+                    if stopping is not None:  # the process stops: end the stream before gunicorn kills it
+                        raise stopping
             except Exception as exc:  # the status is already sent: the SDK raises on an `error` event instead
                 error = as_api_error(exc)
                 if record is not None:

@@ -157,6 +157,13 @@ class TestNonStreaming:
         response = chat(client)
         assert response.status_code == 503
         assert response.get_json()["error"]["type"] == "service_unavailable_error"
+        assert response.headers["Retry-After"] == "1"  # a restart under way, mostly: worth retrying soon
+
+    def test_a_controller_with_no_worker_registered_is_503_not_404(self, client, cluster):
+        cluster.serves()  # a controller that just restarted, before the workers' heartbeats
+        response = chat(client)
+        assert response.status_code == 503 and response.headers["Retry-After"] == "1"
+        assert response.get_json()["error"]["code"] == "upstream_unavailable"
 
     def test_controller_unreachable_is_503(self, client, cluster):
         cluster.unreachable(f"{CONTROLLER}/list_models")

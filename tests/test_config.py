@@ -87,7 +87,7 @@ def test_gunicorn_conf_takes_its_values_from_the_settings(monkeypatch, tmp_path)
     assert (conf["workers"], conf["threads"], conf["limit_request_line"]) == (3, 7, 0)
     assert conf["loglevel"] == "warning" and conf["logconfig_dict"]["root"]["level"] == "WARNING"
     assert (conf["keyfile"], conf["certfile"]) == ("key.pem", "cert.pem")
-    assert conf["accesslog"] is None and conf["worker_class"] == "gthread" and conf["keepalive"] == 75
+    assert conf["accesslog"] is None and conf["worker_class"] == "app.server_worker.ThreadWorker" and conf["keepalive"] == 75
 
 
 def test_gunicorn_conf_control_socket_is_off_unless_given_a_path(monkeypatch, tmp_path):

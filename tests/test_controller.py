@@ -57,6 +57,14 @@ def test_unknown_model_is_false_after_one_reread(controller, cluster):
     assert listing.call_count == 1
 
 
+def test_a_controller_with_no_model_at_all_is_unavailable_not_a_miss(controller, cluster):
+    """What a restarted controller lists until the workers' next heartbeats: a retry soon may succeed."""
+    cluster.serves()
+    with pytest.raises(UpstreamError) as raised:
+        controller.has_model("a")
+    assert (raised.value.kind, raised.value.upstream) == (errors.UNAVAILABLE, "controller")
+
+
 def test_listing_refreshes_workers_at_most_once_per_interval(controller, cluster, upstream, clock):
     refresh = upstream.post(f"{CONTROLLER}/refresh_all_workers", json=None)
     listing = cluster.serves("b", "a")

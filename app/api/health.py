@@ -1,9 +1,10 @@
 """Probes: /health (liveness, no upstream call) and /ready (the controller or a worker answers). No API key."""
 from flask import Blueprint, jsonify
 
+from app import lifecycle
 from app.api import get_cluster
 from app.documented import documented
-from app.errors import ApiError
+from app.errors import ApiError, shutting_down
 from app.upstream.errors import UpstreamError
 
 bp = Blueprint("health", __name__)
@@ -21,12 +22,15 @@ def health():
 
 @bp.get("/ready")
 @documented("probes", response="Ready", errors=(503,),
-            error_notes={503: "Not ready: the controller (or every listed worker) cannot be reached."})
+            error_notes={503: "Not ready: the controller (or every listed worker) cannot be reached, or this "
+                                 "process is shutting down (code `server_shutting_down`)."})
 def ready():
     """Readiness
 
-    Whether the gateway can reach its FastChat cluster; no API key.
+    Whether the gateway can reach its FastChat cluster and is not shutting down; no API key.
     """
+    if lifecycle.draining():  # asked first: a load balancer must stop sending here before the process goes
+        raise shutting_down()
     try:
         get_cluster().controller.ready()
     except UpstreamError as exc:

@@ -55,10 +55,18 @@ class Controller:
         return sorted(self._fetch_models())
 
     def has_model(self, model: str) -> bool:
-        """Whether the controller lists `model`; a miss re-reads the list once so a new model works at once."""
+        """Whether the controller lists `model`; a miss re-reads the list once so a new model works at once.
+
+        Raises UpstreamError(unavailable) when it lists no model at all: no worker is registered, which is what a
+        controller that just restarted says until the workers' next heartbeats, so a retry soon may succeed
+        (a 404 would tell the client the model does not exist)."""
         if self._clock() - self._models_at < self._ttl and model in self._models:
             return True
-        return model in self._fetch_models()
+        models = self._fetch_models()
+        if not models:
+            raise UpstreamError(UNAVAILABLE, "The controller has no worker registered (it may have just restarted; "
+                                "workers register again at their next heartbeat).", upstream="controller")
+        return model in models
 
     def is_multimodal(self, model: str) -> bool:
         """Whether the controller lists `model` among the models of workers registered as multimodal; cached like

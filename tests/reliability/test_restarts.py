@@ -389,7 +389,9 @@ def test_sigkill_of_one_worker_fails_only_its_requests(run_dir, sim, report):
         disconnects = sim.stats()["stream_disconnects"]
         load = Load(gateway.url)
         time.sleep(2.5)
-        on_victim = client_connections(victim, gateway.port)
+        # Killed while it holds a request: the kill of an idle process would prove nothing.
+        on_victim = wait_until("a request on the process to kill", lambda: client_connections(victim, gateway.port),
+                               gateway.proc, timeout=10, interval=0.01)
         os.kill(victim, signal.SIGKILL)
         killed = time.monotonic()
         wait_until("a replacement worker",

@@ -111,11 +111,11 @@ def on_starting(server):
             _check_routes(config)
     except ConfigError as exc:
         _fail(exc)
-    # Numbers of an earlier run would otherwise be summed into this one's.
+    # Numbers of an earlier run would otherwise be summed into this one's (the metrics; the status page's windows).
     metrics_dir = os.environ["PROMETHEUS_MULTIPROC_DIR"]
     os.makedirs(metrics_dir, exist_ok=True)
     for name in os.listdir(metrics_dir):
-        if name.endswith(".db"):
+        if name.endswith(".db") or name.startswith("status-windows-"):
             os.remove(os.path.join(metrics_dir, name))
 
 

@@ -234,6 +234,27 @@ class TestWindows:
         assert windows.summary("model", "m")["requests_per_bucket"] == [0, 0, 0]
         assert windows.summary("model", "m")["error_rate"] is None
 
+    def test_processes_sharing_a_directory_see_each_others_figures(self, tmp_path):
+        now = [1000.0]
+        first, second = (Windows(bucket_seconds=10, buckets=3, clock=lambda: now[0], directory=str(tmp_path),
+                                 process=lambda pid=pid: pid) for pid in (101, 102))
+        first.add("model", "m", error=False, ttft=0.2, completion_tokens=10)
+        second.add("model", "m", error=True, ttft=0.4, completion_tokens=20)
+        second.add("key", "team", error=False)
+        second.flush()  # what its background thread does within FLUSH_SECONDS
+        for seen_from in (first, second):
+            merged = seen_from.merged()
+            summary = merged.summary("model", "m")
+            assert (summary["requests"], summary["errors"], summary["time_to_first_token_ms"]) == (2, 1, 300.0)
+            assert summary["completion_tokens"] == 30 and merged.names("key") == ["team"]
+        now[0] += 30  # both processes' buckets age out, a process that is gone included
+        assert first.merged().summary("model", "m")["requests"] == 0
+
+    def test_without_a_directory_a_process_has_its_own(self):
+        windows = Windows()
+        windows.add("model", "m", error=False)
+        assert windows.merged() is windows
+
     def test_names_by_group(self):
         windows = Windows()
         windows.add("key", "k", error=False)

@@ -2,6 +2,8 @@
 do not exist (404 like any unknown path) and no request pays for the windows."""
 from __future__ import annotations
 
+import os
+
 from flask import Flask
 
 from app.observability import RequestRecord, current_record
@@ -21,7 +23,8 @@ def init_app(app: Flask) -> None:
         return
     from app.status import views
 
-    windows = Windows()
+    # gunicorn's processes share the Prometheus directory (gunicorn.conf.py sets it): their windows go there too.
+    windows = Windows(directory=os.environ.get("PROMETHEUS_MULTIPROC_DIR") or None)
     client = UpstreamClient(connect_retries=0)
     timeout = (app.config["WORKER_CONNECT_TIMEOUT"], 2.0)  # a status reply is instant
     app.extensions["status"] = {"windows": windows, "read": lambda address: read_status(client, address, timeout)}

@@ -1,4 +1,4 @@
-"""The status page's data: the cluster as this process knows it, the rolling windows, every process's totals and
+"""The status page's data: the cluster as this process knows it, every process's rolling windows and totals, and
 the keys' names and policy (never a key or its digest)."""
 from __future__ import annotations
 
@@ -19,6 +19,7 @@ from app.upstream.worker_status import WorkerState, WorkerStatus
 
 def snapshot(cluster: Cluster, windows: Windows, ring: KeyRing, read: Callable[[str], WorkerStatus]) -> dict:
     """read(address): a worker's status now (a Controller's workers are asked; StaticWorkers already polls)."""
+    windows = windows.merged()  # every process's last minutes, read once for the whole page
     source = cluster.controller
     if isinstance(source, StaticWorkers):
         controller, models, workers = None, [], source.worker_states()

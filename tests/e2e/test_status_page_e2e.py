@@ -4,6 +4,7 @@ interval. Its screenshots are kept in the run directory, and the first also at $
 docs/status-page.png, shown in the README, is made)."""
 import os
 import shutil
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -15,6 +16,7 @@ from harness.gateway import Gateway
 from harness.simworkers import SimulatedWorker
 
 ADMIN = "admin-e2e-secret"
+REQUESTS = 12
 
 
 @pytest.fixture(scope="module")
@@ -28,24 +30,38 @@ def browser(run_dir):
 
 
 def test_the_status_page_in_chromium(run_dir, browser):
-    first = SimulatedWorker(run_dir, "--tokens", "3", name="sim-status-1")
-    second = SimulatedWorker(run_dir, "--tokens", "3", name="sim-status-2")
+    first = SimulatedWorker(run_dir, "--tokens", "3", "--token-delay", "0.2", name="sim-status-1")
+    second = SimulatedWorker(run_dir, "--tokens", "3", "--token-delay", "0.2", name="sim-status-2")
     gateway = None
     try:
         gateway = Gateway(run_dir, name="gateway-status", WORKER_ADDRESSES=f"{first.address},{second.address}",
                           WORKER_STATUS_INTERVAL="1", ADMIN_API_KEY=ADMIN)
-        for number in range(6):  # whole replies and streams (time to first token)
+        def chat(number: int) -> None:  # whole replies and streams (time to first token)
             response = requests.post(f"{gateway.url}/v1/chat/completions", timeout=10, json={
                 "model": "sim-model", "messages": [{"role": "user", "content": "hi"}], "stream": number % 2 == 1})
             assert response.status_code == 200 and response.content
+
+        with ThreadPoolExecutor(REQUESTS) as pool:  # at once, so that both processes serve some
+            list(pool.map(chat, range(REQUESTS)))
         assert requests.get(f"{gateway.url}/status", timeout=10).status_code == 401
 
         page = f"{gateway.url}/status"
         admin = {"Authorization": f"Bearer {ADMIN}"}
-        # The totals since start are every process's (the Prometheus directory), the last minutes one process's.
-        [model] = requests.get(f"{page}.json", headers=admin, timeout=10).json()["models"]
-        assert model["since_start"] == {"requests": 6, "errors": 0}
-        assert 0 <= model["last_minutes"]["requests"] <= 6
+        # The totals since start and the last minutes are every process's (the Prometheus directory), the last
+        # minutes within a second (each process writes its figures there once a second).
+        pages_from = set()
+
+        def model_figures():  # a new connection each time: either process may answer
+            data = requests.get(f"{page}.json", headers=admin, timeout=10).json()
+            [model] = data["models"]
+            if model["last_minutes"]["requests"] != REQUESTS:
+                return None
+            pages_from.add(data["process"])
+            return len(pages_from) == 2 and model
+
+        model = procs.wait_until("every request in both processes' pages", model_figures, gateway.proc, timeout=10)
+        assert model["since_start"] == {"requests": REQUESTS, "errors": 0}
+        assert model["last_minutes"]["errors"] == 0 and model["last_minutes"]["time_to_first_token_ms"] > 0
         browser.load(page, admin)
         assert browser.console_errors() == []
         text = browser.text()

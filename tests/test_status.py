@@ -247,6 +247,8 @@ class TestWindows:
             summary = merged.summary("model", "m")
             assert (summary["requests"], summary["errors"], summary["time_to_first_token_ms"]) == (2, 1, 300.0)
             assert summary["completion_tokens"] == 30 and merged.names("key") == ["team"]
+        (tmp_path / "status-windows-999.json").write_text('{"bucket_seconds": 10, "series": [{"group": 1}]}')
+        assert first.merged().summary("model", "m")["requests"] == 2  # a file not written by a process: skipped
         now[0] += 30  # both processes' buckets age out, a process that is gone included
         assert first.merged().summary("model", "m")["requests"] == 0
 

@@ -121,15 +121,16 @@ class Windows:
             try:
                 with open(os.path.join(self._directory, name), encoding="utf-8") as file:
                     data = json.load(file)
-            except (OSError, ValueError):  # being replaced, or gone with its process's directory
+                if data["bucket_seconds"] != self.bucket_seconds:
+                    continue
+                buckets = [(entry["group"], entry["name"], _Bucket(*fields))
+                           for entry in data["series"] for fields in entry["buckets"] if fields[0] > oldest]
+                started = float(data["started"])
+            except (OSError, ValueError, KeyError, TypeError, IndexError):  # gone, or not one of ours: skipped
                 continue
-            if data.get("bucket_seconds") != self.bucket_seconds:
-                continue
-            total._started = min(total._started, data["started"])
-            for entry in data["series"]:
-                for fields in entry["buckets"]:
-                    if fields[0] > oldest:
-                        total._add_bucket(entry["group"], entry["name"], _Bucket(*fields))
+            total._started = min(total._started, started)
+            for group, series_name, bucket in buckets:
+                total._add_bucket(group, series_name, bucket)
         return total
 
     def _add_bucket(self, group: str, name: str, other: _Bucket) -> None:

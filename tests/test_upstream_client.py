@@ -323,3 +323,23 @@ def test_closing_a_real_stream_unblocks_its_reader_at_once(client, worker):
     stream.close()
     reader.join(5)
     assert not reader.is_alive() and outcome
+
+
+def test_a_reply_over_the_limit_is_refused_when_its_size_is_announced(client, upstream, monkeypatch):
+    monkeypatch.setattr("app.upstream.client.REPLY_LIMIT", 1000)
+    upstream.post(URL, body=b'{"a": "' + b"x" * 2000 + b'"}')  # with its Content-Length
+    with pytest.raises(UpstreamError, match="larger than") as raised:
+        post(client)
+    assert raised.value.kind == errors.BAD_RESPONSE
+    upstream.post(URL, json={"b": "fits"})
+    assert post(client) == {"b": "fits"}
+
+
+def test_a_chunked_reply_is_refused_once_it_grows_over_the_limit(client, worker, monkeypatch):
+    monkeypatch.setattr("app.upstream.client.REPLY_LIMIT", 1000)
+    worker.answer(http_chunk(b'{"a": "' + b"x" * 600), http_chunk(b"x" * 600 + b'"}'), LAST_CHUNK)
+    with pytest.raises(UpstreamError, match="larger than") as raised:
+        post(client, worker.url)
+    assert raised.value.kind == errors.BAD_RESPONSE
+    worker.answer(http_chunk(b'{"a": '), http_chunk(b'"fits"}'), LAST_CHUNK)
+    assert post(client, worker.url) == {"a": "fits"}

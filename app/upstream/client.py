@@ -90,7 +90,7 @@ class UpstreamClient:
             # together they cost more CPU than a localhost round trip to a worker.
             response = self.session().get_adapter(url).send(request, stream=stream, timeout=timeout)
             if not stream:
-                response.content  # the whole body, read here so that its failures are translated below
+                _read_whole(response, upstream)  # here, so that its failures are translated below
         except requests.ConnectTimeout:
             raise UpstreamError(UNAVAILABLE, f"The {upstream} did not accept a connection in time.",
                                 upstream=upstream) from None
@@ -197,6 +197,31 @@ class FrameStream:
     def _broken(self) -> UpstreamError:
         return UpstreamError(BAD_RESPONSE, f"The {self._upstream} closed the stream before it finished.",
                              upstream=self._upstream)
+
+
+# A whole reply larger than this is no chat, completion or embedding reply (the largest, embeddings of a full
+# request body's inputs, stay far below): refused rather than held in memory.
+REPLY_LIMIT = 256 * 1024 * 1024
+
+
+def _read_whole(response: requests.Response, upstream: str) -> None:
+    """Read the body into response.content, at most REPLY_LIMIT bytes. Raises UpstreamError(bad_response) beyond."""
+    length = response.headers.get("Content-Length", "")
+    if length.isdigit() and int(length) <= REPLY_LIMIT:
+        response.content  # the common case (FastChat's workers, most servers): its size is known and fits
+        return
+    pieces, size = [], 0
+    if not length.isdigit():
+        for piece in response.iter_content(1024 * 1024):
+            size += len(piece)
+            if size > REPLY_LIMIT:
+                break
+            pieces.append(piece)
+    if length.isdigit() or size > REPLY_LIMIT:
+        response.close()
+        raise UpstreamError(BAD_RESPONSE, f"The {upstream} sent a reply larger than {REPLY_LIMIT // 2 ** 20} MiB.",
+                            upstream=upstream)
+    response._content = b"".join(pieces)  # what response.content would have read, as requests keeps it
 
 
 def drop_connection(response: requests.Response) -> None:

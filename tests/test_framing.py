@@ -2,7 +2,8 @@ import json
 
 import pytest
 
-from app.upstream.framing import ChunkedBody, ChunkedBodyError, TruncatedFrameError, iter_frame_batches
+from app.upstream.framing import (ChunkedBody, ChunkedBodyError, FrameTooLongError, TruncatedFrameError,
+                                 iter_frame_batches)
 
 
 def iter_frames(chunks):
@@ -99,3 +100,12 @@ def test_chunk_extensions_are_read_past():
 def test_what_is_no_chunked_body_raises(data):
     with pytest.raises(ChunkedBodyError):
         ChunkedBody().feed(data)
+
+
+def test_a_frame_growing_past_the_limit_is_refused_before_it_is_buffered(monkeypatch):
+    monkeypatch.setattr("app.upstream.framing.FRAME_LIMIT", 10)
+    assert list(iter_frame_batches([b"12345", b"67890\0", b"1234567890\0"])) == [[b"1234567890"], [b"1234567890"]]
+    frames = iter_frame_batches([b"123\0" + b"456789", b"01234"])
+    assert next(frames) == [b"123"]
+    with pytest.raises(FrameTooLongError):
+        next(frames)

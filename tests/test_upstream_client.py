@@ -343,3 +343,12 @@ def test_a_chunked_reply_is_refused_once_it_grows_over_the_limit(client, worker,
     assert raised.value.kind == errors.BAD_RESPONSE
     worker.answer(http_chunk(b'{"a": '), http_chunk(b'"fits"}'), LAST_CHUNK)
     assert post(client, worker.url) == {"a": "fits"}
+
+
+def test_a_stream_frame_over_the_limit_is_a_bad_response(client, worker, monkeypatch):
+    monkeypatch.setattr("app.upstream.framing.FRAME_LIMIT", 1000)
+    worker.answer(http_chunk(b'{"text": "' + b"x" * 600), http_chunk(b"x" * 600), LAST_CHUNK)
+    with closing(client.open_stream(worker.url, {}, timeout=TIMEOUT, upstream="worker")) as stream:
+        with pytest.raises(UpstreamError, match="frame larger than") as raised:
+            list(stream)
+    assert raised.value.kind == errors.BAD_RESPONSE

@@ -20,7 +20,8 @@ from urllib3.exceptions import ProtocolError, ReadTimeoutError
 from urllib3.util.retry import Retry
 
 from app.upstream.errors import BAD_RESPONSE, TIMEOUT, UNAVAILABLE, UpstreamError
-from app.upstream.framing import ChunkedBody, ChunkedBodyError, TruncatedFrameError, iter_frame_batches
+from app.upstream.framing import (FRAME_LIMIT, ChunkedBody, ChunkedBodyError, FrameTooLongError,
+                                 TruncatedFrameError, iter_frame_batches)
 
 Timeout = tuple[float, float]  # (connect, read) seconds; read is the longest silence between two bytes
 _HEADERS = {"User-Agent": "fastchat-gateway", "Content-Type": "application/json", "Accept": "*/*"}
@@ -140,6 +141,9 @@ class FrameStream:
         except TimeoutError:
             raise UpstreamError(TIMEOUT, f"The {self._upstream} stopped sending in time.",
                                 upstream=self._upstream) from None
+        except FrameTooLongError:
+            raise UpstreamError(BAD_RESPONSE, f"The {self._upstream} sent a frame larger than "
+                                f"{FRAME_LIMIT // 2 ** 20} MiB.", upstream=self._upstream) from None
         except (requests.RequestException, TruncatedFrameError, ChunkedBodyError, OSError,
                 http.client.HTTPException):
             raise self._broken() from None

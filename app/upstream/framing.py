@@ -4,26 +4,39 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator
 
 
+FRAME_LIMIT = 16 * 1024 * 1024  # one frame longer than this is no generation state: refused, not buffered
+
+
 class TruncatedFrameError(ValueError):
     """The stream ended inside a frame (bytes after the last NUL)."""
+
+
+class FrameTooLongError(ValueError):
+    """A frame grew past FRAME_LIMIT without its NUL."""
 
 
 def iter_frame_batches(chunks: Iterable[bytes]) -> Iterator[list[bytes]]:
     """Yield, for each chunk that completes frames, the non-empty frames it completes.
 
     Pending pieces are joined only when their frame completes, so the work is linear in the bytes received.
-    Raises TruncatedFrameError when non-blank bytes follow the last NUL at the end of the stream.
+    Raises TruncatedFrameError when non-blank bytes follow the last NUL at the end of the stream, FrameTooLongError
+    when a frame grows past FRAME_LIMIT.
     """
     pending: list[bytes] = []
+    size = 0  # of the pending pieces
     for chunk in chunks:
         if b"\0" not in chunk:
             if chunk:
                 pending.append(chunk)
+                size += len(chunk)
+                if size > FRAME_LIMIT:
+                    raise FrameTooLongError(f"a frame longer than {FRAME_LIMIT} bytes")
             continue
         parts = chunk.split(b"\0")
         pending.append(parts[0])
         parts[0] = b"".join(pending)
         pending = [parts.pop()] if parts[-1] else []
+        size = len(pending[0]) if pending else 0
         batch = [part for part in parts if part]
         if batch:
             yield batch

@@ -121,3 +121,39 @@ def test_close_drops_the_upstream_connection_at_once():
     finally:
         server.shutdown()
         server.server_close()
+
+
+def _relayed(body: bytes) -> list[dict]:
+    import io
+
+    import requests
+
+    from app.routes.stream import RelayStream
+
+    response = requests.Response()
+    response.status_code = 200
+    response.raw = io.BytesIO(body)
+    return list(RelayStream(response))
+
+
+def test_a_usage_chunk_with_an_empty_choice_becomes_the_standard_usage_chunk():
+    """LiteLLM's proxy sends its usage with choices [{"delta": {}, "index": 0}]: it is made choices == [], so
+    the framing passes it on only to a client that asked for include_usage."""
+    usage = {"prompt_tokens": 8, "completion_tokens": 2, "total_tokens": 10}
+    chunks = [
+        {"choices": [{"index": 0, "delta": {"content": "a"}}]},
+        {"choices": [{"index": 0, "delta": {}, "finish_reason": "length"}]},
+        {"choices": [{"index": 0, "delta": {}}], "usage": usage},
+    ]
+    body = b"".join(b"data: " + json.dumps(c).encode() + b"\n\n" for c in chunks) + b"data: [DONE]\n\n"
+    events = _relayed(body)
+    assert events[-1] == {"choices": [], "usage": usage}
+    assert events[:2] == chunks[:2]
+
+
+def test_a_chunk_with_content_and_usage_keeps_its_choice():
+    usage = {"prompt_tokens": 8, "completion_tokens": 1, "total_tokens": 9}
+    chunks = [{"choices": [{"index": 0, "delta": {"content": "a"}}], "usage": usage},
+              {"choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}], "usage": usage}]
+    body = b"".join(b"data: " + json.dumps(c).encode() + b"\n\n" for c in chunks) + b"data: [DONE]\n\n"
+    assert _relayed(body) == chunks

@@ -72,6 +72,10 @@ class RelayStream:
             raise stream_error(event)  # OpenAI's error event, or FastChat's in-band {"text", "error_code"}
         if isinstance(event.get("usage"), dict):
             self._usage = event["usage"]
+            if event.get("choices") and all(_empty_choice(choice) for choice in event["choices"]):
+                # LiteLLM's proxy sends its usage chunk with one choice holding an empty delta, not OpenAI's
+                # choices == []: made the standard usage chunk, which reaches only clients that asked for it.
+                event["choices"] = []
         return event
 
     def _pieces(self) -> Iterator[bytes]:
@@ -91,6 +95,16 @@ class RelayStream:
             self._response.raw.release_conn() if self._response.raw.isclosed() else self._response.close()
         except (AttributeError, OSError):
             self._response.close()
+
+
+def _empty_choice(choice: object) -> bool:
+    """A choice that says nothing: no text, no delta content, role or tool calls, no finish_reason or logprobs."""
+    if not isinstance(choice, dict):
+        return False
+    delta = choice.get("delta") or {}
+    if not isinstance(delta, dict) or any(delta.values()):
+        return False
+    return not any(value for key, value in choice.items() if key not in ("index", "delta"))
 
 
 def _broken() -> UpstreamError:

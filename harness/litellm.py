@@ -1,0 +1,103 @@
+"""LiteLLM's proxy (``litellm --config``), run from its own virtualenv and never imported: the venv builder
+(harness/litellm_venv.sh) and the proxy process.
+
+The virtualenv is ``.venv-litellm`` at the repository root (or ``$LITELLM_VENV``).  The proxy runs offline:
+LITELLM_LOCAL_MODEL_COST_MAP=True (its bundled cost map, no fetch), telemetry off, no database.
+"""
+from __future__ import annotations
+
+import os
+import subprocess
+from pathlib import Path
+
+from harness.procs import REPO_ROOT, Proc, ProcError, free_port
+
+VENV_SCRIPT = Path(__file__).resolve().with_name("litellm_venv.sh")
+MASTER_KEY = "sk-litellm-master"
+
+
+def venv_path() -> Path:
+    """Where the LiteLLM virtualenv is, or is to be made."""
+    return Path(os.environ.get("LITELLM_VENV") or REPO_ROOT / ".venv-litellm")
+
+
+class PrerequisiteMissing(ProcError):
+    """The LiteLLM virtualenv could not be made; the message says why."""
+
+
+def ensure_litellm_venv(path: str | os.PathLike | None = None, timeout: float = 1200) -> Path:
+    """Run ``litellm_venv.sh PATH`` (instant when its stamp is current); return the venv's folder.  Raises
+    PrerequisiteMissing (message starting "prerequisite missing:") on any failure."""
+    path = Path(path) if path is not None else venv_path()
+    cmd = ["bash", str(VENV_SCRIPT), str(path)]
+    try:
+        res = subprocess.run(cmd, check=False, stdin=subprocess.DEVNULL, capture_output=True, text=True,
+                             timeout=timeout)
+    except subprocess.TimeoutExpired as exc:
+        raise PrerequisiteMissing(f"prerequisite missing: {' '.join(cmd)} did not finish in {timeout:.0f}s") from exc
+    if res.returncode != 0:
+        lines = [line for line in (res.stdout + res.stderr).splitlines()
+                 if "is ignored: it is neither a file nor a directory" not in line][-40:]
+        lead = next((ln.split("litellm_venv: ", 1)[1] for ln in reversed(lines) if "prerequisite missing:" in ln),
+                    "prerequisite missing: the LiteLLM virtualenv could not be built")
+        raise PrerequisiteMissing(f"{lead}\n(command: {' '.join(cmd)} -> exit {res.returncode})\n" + "\n".join(lines))
+    return path
+
+
+def litellm_env(run_dir: str | os.PathLike, **extra: str) -> dict[str, str]:
+    """Environment for the proxy: offline, no telemetry, no database, nothing from the test runner's venv."""
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("PYTHONPATH", "PYTHONHOME", "VIRTUAL_ENV", "PYTHONSTARTUP", "DATABASE_URL")
+           and not k.startswith(("OPENAI_", "LITELLM_"))}
+    env.update(
+        LITELLM_LOCAL_MODEL_COST_MAP="True",
+        LITELLM_TELEMETRY="False",
+        LITELLM_LOG="INFO",
+        PYTHONUNBUFFERED="1",
+        HOME=str(Path(run_dir) / "litellm-home"),  # anything it caches stays in the run's folder
+        NO_PROXY="127.0.0.1,localhost",
+        no_proxy="127.0.0.1,localhost",
+    )
+    env.update(extra)
+    Path(env["HOME"]).mkdir(parents=True, exist_ok=True)
+    return env
+
+
+class LiteLLMProxy:
+    """``litellm --config <file> --host 127.0.0.1 --port <free port>``, ready once ``/health/liveliness`` answers
+    and ``/v1/models`` (with the master key) lists ``models``.  ``.url`` is http://127.0.0.1:PORT (no /v1)."""
+
+    def __init__(self, venv: str | os.PathLike, run_dir: str | os.PathLike, config_yaml_text: str, *,
+                 models: tuple[str, ...] = (), name: str = "litellm-proxy", master_key: str = MASTER_KEY,
+                 timeout: float = 90) -> None:
+        run_dir = Path(run_dir)
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.master_key = master_key
+        self.config_path = run_dir / f"{name}.yaml"
+        self.config_path.write_text(config_yaml_text)
+        self.proc = Proc(
+            [str(Path(venv) / "bin" / "litellm"), "--config", str(self.config_path),
+             "--host", "127.0.0.1", "--port", str(self.port), "--num_workers", "1"],
+            log_dir=run_dir, name=name, env=litellm_env(run_dir), cwd=run_dir,
+        )
+        wanted = set(models)
+        try:
+            self.proc.wait_http(self.url + "/health/liveliness", timeout, ok=lambda r: r.status_code == 200)
+            self.proc.wait_http(
+                self.url + "/v1/models", 30, headers={"Authorization": f"Bearer {master_key}"},
+                ok=lambda r: r.status_code == 200 and wanted <= {m["id"] for m in r.json()["data"]},
+            )
+        except BaseException:
+            self.proc.stop()
+            raise
+        self.start_seconds = self.proc.ready_after
+
+    def stop(self, grace: float = 5.0) -> int | None:
+        return self.proc.stop(grace)
+
+    def __enter__(self) -> LiteLLMProxy:
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.stop()

@@ -13,11 +13,20 @@ import openai
 import pytest
 import requests
 
+from harness import procs
 from harness.gateway import Gateway, over_simulated_worker
 from harness.simworkers import SimulatedWorker
 
 MODEL = "sim-model"
 CHAT = {"model": MODEL, "messages": [{"role": "user", "content": "hi"}]}
+
+
+SERVED = re.compile(r"\[(\d+)\] \[INFO\] request_id=\S+ .*route=/v1/chat/completions .*status=200 ")
+
+
+def processes_served(gateway: Gateway) -> set[str]:
+    """The gunicorn processes (pids, from the access log) that answered a chat completion with 200."""
+    return set(SERVED.findall(gateway.proc.log_text()))
 
 
 class HeldStream:
@@ -199,8 +208,14 @@ def test_the_model_cap_holds_across_processes_by_the_workers_status(run_dir):
         def ask(_) -> int:
             return requests.post(f"{url}/v1/chat/completions", json={**CHAT, "max_tokens": 1}, timeout=10).status_code
 
-        with ThreadPoolExecutor(6) as pool:  # each process serves one at least, and so learns the model's worker
-            assert 200 in list(pool.map(ask, range(6)))
+        def primed() -> bool:  # 6 at once are spread over the processes once both accept
+            with ThreadPoolExecutor(6) as pool:
+                list(pool.map(ask, range(6)))
+            return len(processes_served(gateway)) == 2
+
+        # Each process must serve one at least, and so learn the model's worker: one that has not admits up to its
+        # share by design (it has no status to go by).
+        procs.wait_until("both processes served the model", primed, gateway.proc, timeout=20, interval=0.2)
         queued = []
         for held in (1, 2, 3):  # one at a time: within one read a process takes only its half of the room
             time.sleep(0.5)  # several reads of the worker's status by each process

@@ -11,6 +11,7 @@ from responses import matchers
 from app import create_app
 from harness import sse
 from tests.fakes import CONTROLLER
+from tests.test_responses_api import assert_published, named_events, published  # noqa: F401 (a fixture)
 
 A, B = "http://up-a.test/v1", "http://up-b.test/v1"
 CLIENT_KEY = "sk-client-key"
@@ -242,10 +243,6 @@ class TestUpstreamErrors:
         body = post(client).get_json()
         assert (body["code"], body["error"]["message"]) == (40303, "This model's maximum context length is 64 tokens.")
 
-    def test_an_endpoint_not_relayed_says_so(self, client):
-        response = post(client, "/v1/responses", model="routed", input="Hi")
-        assert response.status_code == 400 and "not relayed" in response.get_json()["message"]
-
     def test_a_429_keeps_retry_after_and_is_not_retried_elsewhere(self, client, upstream):
         upstream.post(f"{A}/chat/completions", status=429, headers={"Retry-After": "7", "retry-after-ms": "6500"},
                       json={"error": {"message": "slow down", "type": "requests"}})
@@ -297,3 +294,89 @@ class TestUpstreamErrors:
     def test_a_timeout_is_504_and_not_repeated(self, client, upstream):
         upstream.post(f"{A}/chat/completions", body=requests.ReadTimeout())
         assert post(client).status_code == 504
+
+
+class TestResponsesApi:
+    """/v1/responses for a routed model: its chat translation goes to the upstream's /chat/completions (which
+    needs no Responses API), and the completion or chunks come back as a response or its events."""
+
+    CALL = {"id": "call_1", "type": "function", "function": {"name": "get_weather", "arguments": '{"city":"Paris"}'}}
+    TOOL = {"type": "function", "name": "get_weather", "parameters": {"type": "object"}}
+
+    def respond(self, client, **body):
+        return post(client, "/v1/responses", **{"model": "routed", "input": "Hi", **body})
+
+    def test_a_whole_response_from_the_upstreams_chat_completion(self, client, upstream, published):
+        call = upstream.post(f"{A}/chat/completions", json=REPLY)
+        response = self.respond(client, instructions="Be brief", max_output_tokens=5, temperature=0.5)
+        assert response.status_code == 200, response.get_json()
+        assert sent(call.calls[0]) == {"model": "org/real-name", "max_tokens": 5, "temperature": 0.5,
+                                       "messages": [{"role": "system", "content": "Be brief"},
+                                                    {"role": "user", "content": "Hi"}]}
+        body = response.get_json()
+        assert (body["object"], body["status"], body["model"]) == ("response", "completed", "routed")
+        assert [item["content"][0]["text"] for item in body["output"]] == ["Hello"]
+        assert (body["usage"]["input_tokens"], body["usage"]["output_tokens"]) == (3, 1)
+        assert_published(published, "Response", body)
+
+    def test_a_tool_call_round_trip_is_sent_as_chat_messages(self, client, upstream):
+        reply = {**REPLY, "choices": [{"index": 0, "finish_reason": "tool_calls", "message": {
+            "role": "assistant", "content": None, "tool_calls": [self.CALL]}}]}
+        call = upstream.post(f"{A}/chat/completions", json=reply)
+        body = self.respond(client, tools=[self.TOOL], input=[
+            {"role": "user", "content": "Weather?"},
+            {"type": "function_call", "call_id": "call_0", "name": "get_weather", "arguments": "{}"},
+            {"type": "function_call_output", "call_id": "call_0", "output": "sunny"}]).get_json()
+        [item] = body["output"]
+        assert (item["type"], item["call_id"], item["name"], item["arguments"]) == (
+            "function_call", "call_1", "get_weather", '{"city":"Paris"}')
+        messages = sent(call.calls[0])["messages"]
+        assert messages[1]["tool_calls"][0]["id"] == "call_0" and messages[2] == {
+            "role": "tool", "tool_call_id": "call_0", "content": "sunny"}
+        assert sent(call.calls[0])["tools"][0]["function"]["name"] == "get_weather"
+
+    def test_a_reply_without_a_message_is_502(self, client, upstream):
+        upstream.post(f"{A}/chat/completions", json={"object": "chat.completion", "choices": []})
+        assert self.respond(client).status_code == 502
+
+    def test_a_stream_with_a_call_sent_in_pieces(self, client, upstream, published):
+        def call_piece(**fields):
+            return {"id": "c", "object": "chat.completion.chunk", "created": 1, "model": "m", "choices": [
+                {"index": 0, "delta": {"tool_calls": [{"index": 0, **fields}]}, "finish_reason": None}]}
+        pieces = [chunk("Let me look."),
+                  call_piece(id="call_1", type="function", function={"name": "get_weather", "arguments": ""}),
+                  call_piece(function={"arguments": '{"city":'}), call_piece(function={"arguments": '"Paris"}'}),
+                  {**chunk(), "choices": [{"index": 0, "delta": {}, "finish_reason": "tool_calls"}]},
+                  chunk(usage={"prompt_tokens": 9, "completion_tokens": 4, "total_tokens": 13}, choices=False)]
+        call = upstream.post(f"{A}/chat/completions", body=sse_stream(*pieces), content_type="text/event-stream")
+        response = self.respond(client, tools=[self.TOOL], stream=True)
+        assert response.status_code == 200
+        events = named_events(response.get_data())
+        assert sent(call.calls[0])["stream_options"] == {"include_usage": True}
+        types = [event["type"] for event in events]
+        assert types[-1] == "response.completed" and "error" not in types
+        [done] = [event for event in events if event["type"] == "response.function_call_arguments.done"]
+        assert (done["name"], done["arguments"]) == ("get_weather", '{"city":"Paris"}')
+        final = events[-1]["response"]
+        assert [item["type"] for item in final["output"]] == ["message", "function_call"]
+        assert final["output"][0]["content"][0]["text"] == "Let me look."
+        assert final["output"][1]["call_id"] == "call_1"
+        assert (final["usage"]["input_tokens"], final["usage"]["output_tokens"]) == (9, 4)
+        for event in events:
+            assert_published(published, "ResponseStreamEvent", event)
+
+    def test_an_upstream_400_keeps_its_status_and_message(self, client, upstream):
+        upstream.post(f"{A}/chat/completions", status=400, json={"error": {
+            "message": "tools are not supported by this model", "type": "invalid_request_error", "param": "tools"}})
+        response = self.respond(client, tools=[self.TOOL])
+        assert response.status_code == 400
+        assert response.get_json()["error"]["message"] == "tools are not supported by this model"
+
+    def test_an_upstream_that_dies_mid_stream_fails_the_response(self, client, upstream):
+        upstream.post(f"{A}/chat/completions", body=sse_stream(chunk("Hel"), done=False),
+                      content_type="text/event-stream")
+        events = named_events(self.respond(client, stream=True).get_data())
+        assert [event["type"] for event in events][-2:] == ["response.failed", "error"]
+        assert (events[-1]["code"], events[-1]["message"]) == (
+            "upstream_error", "The upstream closed the stream before it finished.")
+        assert events[-2]["response"]["output"][0]["content"][0]["text"] == "Hel"  # what it had

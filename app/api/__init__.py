@@ -11,7 +11,7 @@ from werkzeug.exceptions import RequestEntityTooLarge
 
 from app.api.admission import admit
 from app.auth import require_model
-from app.errors import from_validation, invalid_request, unsupported_parameter
+from app.errors import from_validation, invalid_request
 from app.images.rules import ImageRules
 from app.schemas.chat import ChatCompletionRequestSchema, FastChatChatCompletionRequestSchema
 from app.schemas.completions import CompletionRequestSchema
@@ -55,11 +55,12 @@ def reply(params: dict, create: Callable[[dict, Cluster], dict],
           stream: Callable[[dict, Cluster], Iterator[dict]] | None, *,
           framing: Callable[[Iterator[dict]], Framing] | None = None,
           usage: Callable[[dict], dict | None] = lambda result: result.get("usage"),
-          relay: str | None = None) -> Response:
+          relay: str | tuple[Callable, Callable]) -> Response:
     """Run a generation use case: JSON for a whole result, server-sent events when params["stream"]. framing:
     the stream's, made from its source (chat's by default); usage: the chat usage of a whole result (what the
-    access log counts); relay: the OpenAI path (app.routes.relay) a model of ROUTES_FILE is relayed to instead
-    of create/stream, with the client's own body (None: the endpoint is FastChat's only)."""
+    access log counts); relay, for a model of ROUTES_FILE: the OpenAI path (app.routes.relay) the client's own
+    body is relayed to instead of create/stream (in chat's framing), or the (create, stream) use cases to run
+    instead (in the endpoint's framing)."""
     record = current_record()
     record.model = params["model"]
     require_model(params["model"])  # again: a view may have taken the model from elsewhere (the path)
@@ -68,11 +69,10 @@ def reply(params: dict, create: Callable[[dict, Cluster], dict],
         logger.info("request_id=%s body=%s", record.request_id, json.dumps(params, ensure_ascii=False, default=repr))
     cluster = get_cluster()
     routed = cluster.routes(params["model"])
-    if routed and relay is None:
-        raise unsupported_parameter("model", f"The model `{params['model']}` is served by an OpenAI-compatible "
-                                    "upstream, to which this endpoint is not relayed; use /v1/chat/completions.")
-    if routed:
+    if routed and isinstance(relay, str):
         create, stream, framing = _relayed(relay, g.request_json), _relayed(relay, g.request_json, True), None
+    elif routed:
+        create, stream = relay
     # or 503: see app.serving.admission; a routed model's queue is its upstream's, so only the stream cap applies
     admit(cluster, record, params["model"], bool(params.get("stream")), caps_model=not routed)
     if params.get("stream"):

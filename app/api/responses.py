@@ -6,7 +6,8 @@ from app.api import load_body, reply
 from app.documented import GENERATION_ERRORS, OtherRule, documented
 from app.errors import ApiError
 from app.schemas.responses import RESPONSE_EVENT_COMPONENTS
-from app.serving.responses_api import events, reply as responses
+from app.observability import current_record
+from app.serving.responses_api import events, reply as responses, routed
 from app.streaming import NamedEvents
 
 bp = Blueprint("responses", __name__)
@@ -24,8 +25,10 @@ def create_response():
     nothing is stored, `store` is treated as false. With `stream: true` the reply is the Responses API's event
     sequence: named server-sent events ending with response.completed or response.incomplete (no [DONE]).
     """
-    return reply(load_body("responses"), responses.create_response, events.stream_response, framing=NamedEvents,
-                 usage=responses.chat_usage)
+    params = load_body("responses")
+    chat_body = params["responses"].pop("chat")  # not logged with the params: it holds the images' data
+    return reply(params, responses.create_response, events.stream_response, framing=NamedEvents,
+                 usage=responses.chat_usage, relay=routed.relayed(chat_body, current_record().request_id))
 
 
 @bp.get("/v1/responses/<response_id>")

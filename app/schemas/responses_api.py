@@ -178,11 +178,13 @@ class CreateResponseRequestSchema(RequestSchema):
                 "response_format": (data.get("text") or {}).get("format"),
                 **{name: data.get(name) for name in ("temperature", "top_p", "tools", "tool_choice",
                                                      "parallel_tool_calls", "stream", "user")}}
+        chat = {name: value for name, value in chat.items() if value is not None}
         try:
-            params = self.chat.load({name: value for name, value in chat.items() if value is not None})
+            params = self.chat.load(chat)
         except ValidationError as exc:
             raise ValidationError(responses_messages(exc.messages, origins)) from None
         params["responses"] = {"instructions": data.get("instructions"), "metadata": data.get("metadata") or {},
                                "max_tool_calls": data.get("max_tool_calls"), "user": data.get("user"),
-                               "origins": origins}
+                               "origins": origins,
+                               "chat": chat}  # what a routed model's upstream is sent (app.api.responses)
         return params

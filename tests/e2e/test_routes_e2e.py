@@ -106,6 +106,27 @@ def test_embeddings(sdk):
     assert len(reply.data) == 2 and reply.data[0].embedding
 
 
+def test_the_responses_api_over_an_upstream_that_has_none(sdk):
+    """FastChat's server has no /v1/responses: the gateway sends it the chat translation."""
+    response = sdk.responses.create(model="routed", instructions="Be brief.", input="Hi", max_output_tokens=8)
+    assert response.status in ("completed", "incomplete") and response.output_text
+    assert response.model == "routed" and response.usage.output_tokens > 0
+
+
+def test_the_responses_api_streamed_over_an_upstream(sdk):
+    with sdk.responses.stream(model="routed", input="Hi", max_output_tokens=32) as stream:  # ends by itself
+        deltas = [event.delta for event in stream if event.type == "response.output_text.delta"]
+        final = stream.get_final_response()
+    assert len(deltas) > 1 and "".join(deltas) == final.output_text
+    assert final.status == "completed" and final.usage is None  # fschat 0.2.36 streams no usage, even when asked
+
+
+def test_a_responses_request_refused_upstream_keeps_its_status(sdk):
+    with pytest.raises(openai.BadRequestError) as caught:
+        sdk.responses.create(model="routed", input="word " * 200, max_output_tokens=8)
+    assert "context" in str(caught.value).lower()
+
+
 def test_an_upstream_error_mid_stream_ends_the_stream_with_an_error(sdk):
     stream = sdk.chat.completions.create(model="routed", messages=[{"role": "user", "content": "[[fault:error]] hi"}],
                                          max_tokens=8, stream=True)

@@ -13,7 +13,7 @@ own HTTP status.
 """
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 from app.errors import ApiError
 from app.schemas.responses_chat import responses_param
@@ -23,10 +23,13 @@ from app.serving.responses_api.reply import responses_errors, settings, status_o
 from app.serving.usage import usage_so_far
 
 
-def stream_response(params: dict, cluster: Cluster) -> ResponseEvents:
-    """Open the worker stream now (so failures get a status) and return the response's events."""
+def stream_response(params: dict, cluster: Cluster,
+                    open_chunks: Callable[[dict, Cluster], Iterator[dict]] = chat.stream_chat_completion
+                    ) -> ResponseEvents:
+    """Open the chat stream now (so failures get a status) and return the response's events. open_chunks: the
+    chat chunks (FastChat workers', or a routed model's upstream's: app.serving.responses_api.routed)."""
     with responses_errors(params):
-        chunks = chat.stream_chat_completion(params, cluster)
+        chunks = open_chunks(params, cluster)
     return ResponseEvents(params, chunks)
 
 
@@ -43,6 +46,7 @@ class ResponseEvents:
         self._sequence = -1
         self._output: list[dict] = []  # the items done
         self._message: tuple[str, str] | None = None  # (id, text so far) of the message being streamed
+        self._pending: dict | None = None  # the tool call being received (calls arrive one after another)
         self.usage: dict | None = None
         self._events = self._generate()
 
@@ -57,7 +61,8 @@ class ResponseEvents:
 
     def usage_so_far(self) -> dict | None:
         """The chat usage of what was generated, also when the client left before the end (app.streaming)."""
-        return self.usage or usage_so_far(self._chunks)
+        relayed = getattr(self._chunks, "usage_so_far", None)  # an upstream's stream keeps its own
+        return self.usage or (relayed() if relayed else usage_so_far(self._chunks))
 
     def failure(self, error: ApiError) -> list[dict]:
         """The events ending a stream that failed with `error`: the response so far, then the error."""
@@ -72,16 +77,20 @@ class ResponseEvents:
         yield self._event("response.in_progress", response=self._response("in_progress", None))
         finish = "stop"
         for chunk in self._chunks:
-            if not chunk["choices"]:  # the last chunk: the usage of the whole generation
+            if isinstance(chunk.get("usage"), dict):  # the last chunk: the usage of the whole generation
                 self.usage = chunk["usage"]
+            choice = (chunk.get("choices") or [None])[0]
+            if not isinstance(choice, dict):
                 continue
-            choice = chunk["choices"][0]
-            delta = choice["delta"]
-            if delta.get("content"):
+            delta = choice.get("delta") if isinstance(choice.get("delta"), dict) else {}
+            if delta.get("content") and isinstance(delta["content"], str):
+                yield from self._calls_done()
                 yield from self._text(delta["content"])
             for call in delta.get("tool_calls") or ():
-                yield from self._call(call)
-            finish = choice["finish_reason"] or finish
+                if isinstance(call, dict):
+                    yield from self._call_part(call)
+            finish = choice.get("finish_reason") or finish
+        yield from self._calls_done()
         status = status_of(finish)
         if self._message is None and not self._output:  # an empty reply is still a message, as a whole one is
             yield from self._open_message()
@@ -130,18 +139,37 @@ class ResponseEvents:
         self._output.append(item)
         yield self._event("response.output_item.done", output_index=index, item=item)
 
-    def _call(self, call: dict) -> Iterator[dict]:
-        """A complete call (chat streams each call whole, in one delta)."""
+    def _call_part(self, part: dict) -> Iterator[dict]:
+        """A tool call delta. The gateway's chat streams each call whole, in one delta; an upstream's may send
+        its id and name first, then its arguments in pieces (OpenAI's and vLLM's), all with the call's `index`:
+        a call is complete when another index begins, text follows, or the stream ends."""
+        function = part.get("function") or {}
+        index = part.get("index")
+        if self._pending is not None and index != self._pending["index"]:
+            yield from self._calls_done()
+        if self._pending is None:
+            self._pending = {"index": index, "id": None, "name": None, "arguments": ""}
+        call = self._pending
+        call["id"] = call["id"] or part.get("id")
+        call["name"] = call["name"] or function.get("name")
+        call["arguments"] += function.get("arguments") or ""
+
+    def _calls_done(self) -> Iterator[dict]:
+        if self._pending is not None:
+            call, self._pending = self._pending, None
+            yield from self._call(call["id"], call["name"], call["arguments"])
+
+    def _call(self, call_id: str | None, name: str | None, arguments: str) -> Iterator[dict]:
+        """A complete call."""
         yield from self._close_message("completed")
         id, index = payloads.new_item_id("fc"), len(self._output)
-        name, arguments = call["function"]["name"], call["function"]["arguments"]
         yield self._event("response.output_item.added", output_index=index,
-                          item=payloads.function_call_item(id, "in_progress", call["id"], name, ""))
+                          item=payloads.function_call_item(id, "in_progress", call_id, name, ""))
         yield self._event("response.function_call_arguments.delta", item_id=id, output_index=index,
                           delta=arguments)
         yield self._event("response.function_call_arguments.done", item_id=id, output_index=index, name=name,
                           arguments=arguments)
-        item = payloads.function_call_item(id, "completed", call["id"], name, arguments)
+        item = payloads.function_call_item(id, "completed", call_id, name, arguments)
         self._output.append(item)
         yield self._event("response.output_item.done", output_index=index, item=item)
 

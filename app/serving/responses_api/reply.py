@@ -3,24 +3,39 @@ every response echoes of its request.
 """
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
 from app.errors import ApiError
 from app.schemas.responses_chat import responses_param
 from app.serving import chat, payloads
 from app.serving.cluster import Cluster
+from app.routes.errors import UPSTREAM
+from app.upstream.errors import BAD_RESPONSE, UpstreamError
 
 
-def create_response(params: dict, cluster: Cluster) -> dict:
-    """params: a CreateResponseRequestSchema load (chat params plus `responses`)."""
+def create_response(params: dict, cluster: Cluster,
+                    complete: Callable[[dict, Cluster], dict] = chat.create_chat_completion) -> dict:
+    """params: a CreateResponseRequestSchema load (chat params plus `responses`); complete: the chat completion
+    (FastChat workers', or a routed model's upstream's: app.serving.responses_api.routed)."""
     with responses_errors(params):
-        completion = chat.create_chat_completion(params, cluster)
-    choice = completion["choices"][0]
-    status = status_of(choice["finish_reason"])
-    return payloads.response(payloads.new_item_id("resp"), completion["created"], status, params["model"],
-                             output_items(choice["message"], status), usage_of(completion["usage"]),
-                             settings(params))
+        completion = complete(params, cluster)
+    choice = _first_choice(completion)
+    status = status_of(choice.get("finish_reason"))
+    usage = completion.get("usage")
+    return payloads.response(payloads.new_item_id("resp"), completion.get("created") or payloads.now(), status,
+                             params["model"], output_items(choice["message"], status),
+                             usage_of(usage) if isinstance(usage, dict) else None, settings(params))
+
+
+def _first_choice(completion: dict) -> dict:
+    """The completion's one choice; an upstream's reply without a message is a 502."""
+    choices = completion.get("choices")
+    choice = choices[0] if isinstance(choices, list) and choices else None
+    if not isinstance(choice, dict) or not isinstance(choice.get("message"), dict):
+        raise UpstreamError(BAD_RESPONSE, "The upstream sent a chat completion without a message.",
+                            upstream=UPSTREAM)
+    return choice
 
 
 @contextmanager
@@ -41,18 +56,19 @@ def status_of(finish_reason: str) -> str:
 def output_items(message: dict, status: str) -> list[dict]:
     """A chat message as output items: its text (if any, or if there is nothing else), then its calls."""
     items = []
-    if message["content"] or not message.get("tool_calls"):
+    if message.get("content") or not message.get("tool_calls"):
         items.append(payloads.output_message(payloads.new_item_id("msg"), status,
-                                             [payloads.output_text(message["content"] or "")]))
+                                             [payloads.output_text(message.get("content") or "")]))
     for call in message.get("tool_calls") or ():
-        items.append(payloads.function_call_item(payloads.new_item_id("fc"), "completed", call["id"],
-                                                 call["function"]["name"], call["function"]["arguments"]))
+        function = call.get("function") or {}
+        items.append(payloads.function_call_item(payloads.new_item_id("fc"), "completed", call.get("id"),
+                                                 function.get("name"), function.get("arguments") or ""))
     return items
 
 
 def usage_of(usage: dict) -> dict:
     """A chat usage object as the Responses API's."""
-    return payloads.response_usage(usage["prompt_tokens"], usage["completion_tokens"])
+    return payloads.response_usage(usage.get("prompt_tokens") or 0, usage.get("completion_tokens") or 0)
 
 
 def chat_usage(response: dict) -> dict | None:

@@ -25,6 +25,7 @@ import threading
 import time
 from dataclasses import dataclass
 
+import psutil
 import pytest
 import requests
 
@@ -165,22 +166,17 @@ def samples(outcomes: list[Outcome], n: int = 8) -> str:
 
 # --------------------------------------------------------------------------------------------- processes
 def children(pid: int) -> set[int]:
-    found = set()
-    for path in glob.glob(f"/proc/{pid}/task/*/children"):
-        try:
-            with open(path) as f:
-                found.update(int(child) for child in f.read().split())
-        except OSError:
-            pass
-    return found
+    try:
+        return {child.pid for child in psutil.Process(pid).children()}
+    except psutil.NoSuchProcess:
+        return set()
 
 
 def running(pid: int) -> bool:
     """Whether `pid` exists and is not a zombie (a process we did not start is reaped by someone else)."""
     try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except (OSError, IndexError):
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
         return False
 
 
@@ -200,21 +196,11 @@ def wait_gone(pids: set[int], timeout: float) -> float:
 
 def client_connections(pid: int, port: int) -> int:
     """How many established connections to `port` (clients' requests, one a connection) process `pid` holds."""
-    inodes = set()
-    for fd in glob.glob(f"/proc/{pid}/fd/*"):
-        try:
-            target = os.readlink(fd)
-        except OSError:
-            continue
-        if target.startswith("socket:["):
-            inodes.add(target[len("socket:["):-1])
-    count = 0
-    with open("/proc/net/tcp") as f:
-        for line in f.readlines()[1:]:
-            fields = line.split()
-            local_port = int(fields[1].split(":")[1], 16)
-            count += local_port == port and fields[3] == "01" and fields[9] in inodes
-    return count
+    try:
+        connections = psutil.Process(pid).net_connections("tcp")
+    except psutil.NoSuchProcess:
+        return 0
+    return sum(c.status == psutil.CONN_ESTABLISHED and c.laddr.port == port for c in connections)
 
 
 def metric_sum(url: str, name: str, **labels: str) -> float:

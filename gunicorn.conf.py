@@ -115,7 +115,7 @@ def on_starting(server):
     metrics_dir = os.environ["PROMETHEUS_MULTIPROC_DIR"]
     os.makedirs(metrics_dir, exist_ok=True)
     for name in os.listdir(metrics_dir):
-        if name.endswith(".db") or name.startswith("status-windows-"):
+        if name.endswith(".db") or name.startswith("status-windows-"):  # app.status.windows._PREFIX
             os.remove(os.path.join(metrics_dir, name))
 
 

@@ -14,9 +14,9 @@ _RETRY_HEADERS = ("Retry-After", "retry-after-ms")  # the openai SDK waits as lo
 
 def upstream_failure(response: requests.Response) -> ApiError | UpstreamError:
     """The error for a non-200 reply (its body read, its connection released). A 4xx is the client's doing and
-    keeps its status, message and Retry-After (and retry-after-ms); but a 401 or 403 refused the gateway's upstream key, not the
-    client's, so it is a 502 the operator must fix. Anything else is an UpstreamError (502 once no other base
-    URL is left), which failover may try elsewhere."""
+    keeps its status, message, Retry-After and retry-after-ms; but a 401 or 403 refused the gateway's upstream
+    key, not the client's, so it is a 502 the operator must fix. Anything else is an UpstreamError (502 once no
+    other base URL is left), which failover may try elsewhere."""
     data = b""
     try:
         for piece in response.iter_content(8192):  # what was read already, or reads at most the limit

@@ -45,7 +45,6 @@ class Windows:
         self._lock = threading.Lock()
         self._directory = directory
         self._dirty = False
-        self._flusher: threading.Thread | None = None
         self._flusher_pid: int | None = None
         self._process = process
 
@@ -55,23 +54,10 @@ class Windows:
 
     def add(self, group: str, name: str, *, error: bool, ttft: float | None = None, prompt_tokens: int = 0,
             completion_tokens: int = 0) -> None:
-        index = int(self._clock() // self.bucket_seconds)
+        figures = _Bucket(int(self._clock() // self.bucket_seconds), 1, int(error), ttft or 0.0,
+                          int(ttft is not None), prompt_tokens, completion_tokens)
         with self._lock:
-            series = self._series.get((group, name))
-            if series is None:
-                if sum(1 for g, _ in self._series if g == group) >= _MOST_NAMES:
-                    return
-                series = self._series[(group, name)] = [_Bucket() for _ in range(self.buckets)]
-            bucket = series[index % self.buckets]
-            if bucket.index != index:
-                series[index % self.buckets] = bucket = _Bucket(index)
-            bucket.requests += 1
-            bucket.errors += error
-            if ttft is not None:
-                bucket.ttft_sum += ttft
-                bucket.ttft_count += 1
-            bucket.prompt_tokens += prompt_tokens
-            bucket.completion_tokens += completion_tokens
+            self._add_bucket(group, name, figures)
             self._dirty = True
         if self._directory is not None and self._flusher_pid != self._process():
             self._start_flusher()
@@ -134,6 +120,7 @@ class Windows:
         return total
 
     def _add_bucket(self, group: str, name: str, other: _Bucket) -> None:
+        """Under the lock (or on a Windows no other thread knows): add `other`'s figures to its bucket of time."""
         series = self._series.get((group, name))
         if series is None:
             if sum(1 for g, _ in self._series if g == group) >= _MOST_NAMES:
@@ -180,5 +167,4 @@ class Windows:
                 time.sleep(FLUSH_SECONDS)
                 self.flush()
 
-        self._flusher = threading.Thread(target=loop, name="status-windows", daemon=True)
-        self._flusher.start()
+        threading.Thread(target=loop, name="status-windows", daemon=True).start()

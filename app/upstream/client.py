@@ -214,18 +214,19 @@ def _read_whole(response: requests.Response, upstream: str) -> None:
     if length.isdigit() and int(length) <= REPLY_LIMIT:
         response.content  # the common case (FastChat's workers, most servers): its size is known and fits
         return
-    pieces, size = [], 0
-    if not length.isdigit():
+    if not length.isdigit():  # chunked, or no length: read up to the limit
+        pieces, size = [], 0
         for piece in response.iter_content(1024 * 1024):
+            pieces.append(piece)
             size += len(piece)
             if size > REPLY_LIMIT:
                 break
-            pieces.append(piece)
-    if length.isdigit() or size > REPLY_LIMIT:
-        response.close()
-        raise UpstreamError(BAD_RESPONSE, f"The {upstream} sent a reply larger than {REPLY_LIMIT // 2 ** 20} MiB.",
-                            upstream=upstream)
-    response._content = b"".join(pieces)  # what response.content would have read, as requests keeps it
+        else:
+            response._content = b"".join(pieces)  # what response.content would have read, as requests keeps it
+            return
+    response.close()
+    raise UpstreamError(BAD_RESPONSE, f"The {upstream} sent a reply larger than {REPLY_LIMIT // 2 ** 20} MiB.",
+                        upstream=upstream)
 
 
 def drop_connection(response: requests.Response) -> None:

@@ -61,7 +61,8 @@ demo: $(VENV)/.installed-test
 test: $(VENV)/.installed-test $(VENV)/.installed-encodings redis-server chromium
 	$(BIN)/python -m pytest tests --ignore=tests/interop --ignore=tests/reliability $(PYTEST_ARGS)
 
-# Tier 3: a real FastChat model worker serving a tiny local model; builds .venv-fastchat-torch (CPU PyTorch).
+# Tier 3: a real FastChat model worker serving a tiny local model; builds .venv-fastchat-torch (CPU PyTorch). Also
+# llama.cpp's llama-server behind a route; the first run compiles it into .venv-llamacpp (about 10 minutes).
 interop: $(VENV)/.installed-test
 	$(BIN)/python -m pytest tests/interop $(PYTEST_ARGS)
 

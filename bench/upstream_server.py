@@ -10,7 +10,7 @@ Stdlib asyncio only, one process, HTTP/1.1 keep-alive (Content-Length or chunked
   fixed filler, whole (with ``usage``) or, with ``stream: true``, as SSE: a role chunk, one chunk per token, a
   chunk with ``finish_reason``, the usage chunk (``choices: []``) when ``stream_options.include_usage``, then
   ``data: [DONE]``; every event one HTTP chunk, written as soon as it is made (``--chunk-delay`` seconds apart);
-- ``GET /health``; ``GET /stats``: requests served so far by path.
+- ``GET /health``; ``GET /stats``: requests served so far by path, and connections accepted.
 
 The replies are a pure function of the request (model, token count, usage asked for), built once per shape and
 then served from a cache, so the server spends almost nothing per request.
@@ -157,6 +157,7 @@ class UpstreamProtocol(asyncio.Protocol):
 
     def connection_made(self, transport) -> None:
         self.transport = transport
+        self.server.connections += 1
 
     def data_received(self, data: bytes) -> None:
         self.buffer += data
@@ -228,7 +229,8 @@ class UpstreamProtocol(asyncio.Protocol):
         elif method == "GET" and path == "/health":
             self.respond(200, b'{"status":"ok"}', keep_alive)
         elif method == "GET" and path == "/stats":
-            self.respond(200, _dumps({"requests": dict(self.server.counts)}), keep_alive)
+            self.respond(200, _dumps({"requests": dict(self.server.counts),
+                                                  "connections": self.server.connections}), keep_alive)
         else:
             self.respond(404, error_body(f"no route {method} {path}", "not_found_error"), keep_alive)
 
@@ -272,6 +274,7 @@ class Server:
         self.tokens = tokens
         self.chunk_delay = chunk_delay
         self.counts: collections.Counter = collections.Counter()
+        self.connections = 0
 
     async def serve(self, host: str, port: int) -> None:
         loop = asyncio.get_running_loop()

@@ -15,7 +15,7 @@ each server's CPU seconds (psutil, its whole process tree) per 1,000 requests an
 table and the targets (PASS/MISS, judged as ratios within the run) and writes results/litellm_compare.json and .png
 (--quick: litellm_compare-quick.*). Every process it starts is stopped by PID (harness/procs.py).
 
-    .venv/bin/python -m bench.litellm_compare            # ~3 minutes
+    .venv/bin/python -m bench.litellm_compare            # about 90 s
     .venv/bin/python -m bench.litellm_compare --quick    # smoke run, under a minute
 """
 from __future__ import annotations

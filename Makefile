@@ -40,10 +40,12 @@ reliability: $(VENV)/.installed-test
 	$(BIN)/python -m pytest tests/reliability $(PYTEST_ARGS)
 
 # Direct workers vs FastChat's openai_api_server vs the gateway, side by side; then what the per-key limiter costs
-# per request (embedded and Redis); writes bench/results/.
+# per request (embedded and Redis); then one OpenAI-compatible upstream directly, through LiteLLM's proxy and
+# through the gateway (builds .venv-litellm the first time); writes bench/results/.
 bench: $(VENV)/.installed-bench redis-server
 	$(BIN)/python -m bench.benchmark $(BENCH_ARGS)
 	$(BIN)/python -m bench.limiter_cost
+	$(BIN)/python -m bench.litellm_compare
 
 # Where the gateway's CPU goes under the benchmark's load (py-spy); PROFILE_ARGS="--stream --concurrency 64".
 profile: $(VENV)/.installed-bench

@@ -132,14 +132,10 @@ class EventStream:
     def _generate(self) -> Iterator[bytes]:
         framing, record = self._framing, self._record
         encode, observe = framing.encode, framing.observe
+        batches = getattr(self._chunks, "batches", None)
         try:
             try:
-                for chunk in self._chunks:
-                    if observe(chunk, record):
-                        yield encode(chunk)
-                    stopping = lifecycle.stream_error()
-                    if stopping is not None:  # the process stops: end the stream before gunicorn kills it
-                        raise stopping
+                yield from self._batched(batches()) if batches is not None else self._each()
             except Exception as exc:  # the status is already sent: the SDK raises on an `error` event instead
                 error = as_api_error(exc)
                 if record is not None:
@@ -150,6 +146,27 @@ class EventStream:
                 yield framing.end
         finally:
             self._finish()
+
+    def _each(self) -> Iterator[bytes]:
+        framing, record = self._framing, self._record
+        encode, observe = framing.encode, framing.observe
+        for chunk in self._chunks:
+            if observe(chunk, record):
+                yield encode(chunk)
+            _stop_if_stopping()
+
+    def _batched(self, batches: Iterator[list[tuple[dict, bytes | None]]]) -> Iterator[bytes]:
+        """A relayed stream (app.routes.stream.RelayStream.batches): the events that arrived together are
+        written together, and an event passed on unchanged is sent as its upstream's JSON, not encoded again."""
+        framing, record = self._framing, self._record
+        encode, observe = framing.encode, framing.observe
+        as_received = encode is encode_event
+        for batch in batches:
+            out = [b"data: " + data + b"\n\n" if as_received and data is not None else encode(chunk)
+                   for chunk, data in batch if observe(chunk, record)]
+            if out:
+                yield b"".join(out)
+            _stop_if_stopping()
 
     def _finish(self) -> None:
         if self._finished:  # close() and the generator's own finally both lead here
@@ -168,6 +185,12 @@ class EventStream:
         """What the source generated until now: a Responses stream says it, a chunk generator answers StreamCut."""
         so_far = getattr(self._chunks, "usage_so_far", None)
         return so_far() if so_far is not None else usage_so_far(self._chunks)
+
+
+def _stop_if_stopping() -> None:
+    stopping = lifecycle.stream_error()
+    if stopping is not None:  # the process stops: end the stream before gunicorn kills it
+        raise stopping
 
 
 def sse_response(chunks: Iterator[dict], include_usage: bool, record: RequestRecord | None = None,

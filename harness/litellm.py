@@ -64,12 +64,13 @@ def litellm_env(run_dir: str | os.PathLike, **extra: str) -> dict[str, str]:
 
 
 class LiteLLMProxy:
-    """``litellm --config <file> --host 127.0.0.1 --port <free port>``, ready once ``/health/liveliness`` answers
-    and ``/v1/models`` (with the master key) lists ``models``.  ``.url`` is http://127.0.0.1:PORT (no /v1)."""
+    """``litellm --config <file> --host 127.0.0.1 --port <free port> --num_workers N``, ready once
+    ``/health/liveliness`` answers and ``/v1/models`` (with the master key) lists ``models``.  ``.url`` is
+    http://127.0.0.1:PORT (no /v1).  ``env``: variables on top of litellm_env's (e.g. LITELLM_LOG=ERROR)."""
 
     def __init__(self, venv: str | os.PathLike, run_dir: str | os.PathLike, config_yaml_text: str, *,
                  models: tuple[str, ...] = (), name: str = "litellm-proxy", master_key: str = MASTER_KEY,
-                 timeout: float = 90) -> None:
+                 timeout: float = 90, num_workers: int = 1, env: dict[str, str] | None = None) -> None:
         run_dir = Path(run_dir)
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
@@ -78,8 +79,8 @@ class LiteLLMProxy:
         self.config_path.write_text(config_yaml_text)
         self.proc = Proc(
             [str(Path(venv) / "bin" / "litellm"), "--config", str(self.config_path),
-             "--host", "127.0.0.1", "--port", str(self.port), "--num_workers", "1"],
-            log_dir=run_dir, name=name, env=litellm_env(run_dir), cwd=run_dir,
+             "--host", "127.0.0.1", "--port", str(self.port), "--num_workers", str(num_workers)],
+            log_dir=run_dir, name=name, env=litellm_env(run_dir, **(env or {})), cwd=run_dir,
         )
         wanted = set(models)
         try:

@@ -48,12 +48,14 @@ def _rss_kib(process: psutil.Process) -> int | None:
 
 
 class Group:
-    """Processes measured together: root PIDs, optionally with their direct children (gunicorn's workers)."""
+    """Processes measured together: root PIDs, optionally with their direct children (gunicorn's workers), or
+    with ``recursive`` every descendant (a process tree such as uvicorn's supervisor and its spawned workers)."""
 
-    def __init__(self, name: str, pids: list[int], children: bool = False):
+    def __init__(self, name: str, pids: list[int], children: bool = False, recursive: bool = False):
         self.name = name
         self.roots = [psutil.Process(pid) for pid in pids]
-        self.with_children = children
+        self.with_children = children or recursive
+        self.recursive = recursive
         self.peak_rss_kib: dict[int, int] = {}
 
     def processes(self) -> list[psutil.Process]:
@@ -61,7 +63,7 @@ class Group:
         if self.with_children:
             for root in self.roots:
                 try:
-                    found += root.children()
+                    found += root.children(recursive=self.recursive)
                 except _GONE:
                     pass
         return found

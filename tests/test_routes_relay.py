@@ -380,3 +380,14 @@ class TestResponsesApi:
         assert (events[-1]["code"], events[-1]["message"]) == (
             "upstream_error", "The upstream closed the stream before it finished.")
         assert events[-2]["response"]["output"][0]["content"][0]["text"] == "Hel"  # what it had
+
+
+def test_token_check_for_a_routed_model_is_a_clear_400_not_a_404(client, upstream):
+    """The upstream's OpenAI API has no token count: the client is told so, naming the prompt, and nothing is
+    sent upstream (no call is registered)."""
+    response = post(client, "/api/v1/token_check",
+                    prompts=[{"model": "routed", "prompt": "Hi", "max_tokens": 4}])
+    assert response.status_code == 400
+    error = response.get_json()["error"]
+    assert error["code"] == "unsupported_model" and error["param"] == "prompts.0.model"
+    assert "OpenAI-compatible upstream" in error["message"]

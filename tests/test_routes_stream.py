@@ -157,3 +157,85 @@ def test_a_chunk_with_content_and_usage_keeps_its_choice():
               {"choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}], "usage": usage}]
     body = b"".join(b"data: " + json.dumps(c).encode() + b"\n\n" for c in chunks) + b"data: [DONE]\n\n"
     assert _relayed(body) == chunks
+
+
+class WholeBodyUpstream:
+    """A chunked upstream that writes each stream's whole body in one write (events that arrive together, as when
+    the gateway fell behind), and counts the connections it accepted."""
+
+    def __init__(self, body: bytes):
+        self.connections = 0
+        owner = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def setup(self):
+                owner.connections += 1
+                super().setup()
+
+            def do_POST(self):
+                self.rfile.read(int(self.headers["Content-Length"]))
+                self.send_response(200)
+                self.send_header("Content-Type", "text/event-stream")
+                self.send_header("Transfer-Encoding", "chunked")
+                self.end_headers()
+                self.wfile.write(b"%x\r\n%s\r\n0\r\n\r\n" % (len(body), body))
+                self.wfile.flush()
+
+            def log_message(self, *args):
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/v1"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self):
+        self.server.shutdown()
+        self.server.server_close()
+
+
+USAGE = {"prompt_tokens": 8, "completion_tokens": 2, "total_tokens": 10}
+# json.dumps's default separators (", ", ": ") differ from the gateway's own compact encoding, so the bytes tell
+# whether an event was passed on as received or encoded again.
+AS_SENT = [json.dumps({"choices": [{"index": 0, "delta": {"content": c}}]}).encode() for c in ("a", "b")]
+LITELLM_USAGE = json.dumps({"choices": [{"index": 0, "delta": {}}], "usage": USAGE}).encode()
+
+
+@pytest.fixture
+def whole_body():
+    upstream = WholeBodyUpstream(b"".join(b"data: " + data + b"\n\n" for data in (*AS_SENT, LITELLM_USAGE))
+                                 + b"data: [DONE]\n\n")
+    yield upstream
+    upstream.close()
+
+
+def _relay(upstream) -> Relay:
+    return Relay(UpstreamClient(connect_retries=0), RouteTable({"m": (Route("m", upstream.url, "m"),)}),
+                 read_timeout=5)
+
+
+def test_events_received_together_are_one_batch_with_the_json_as_received(whole_body):
+    batches = list(_relay(whole_body).stream(CHAT, "m", {"model": "m", "messages": []}).batches())
+    assert len(batches) == 1
+    (first, first_data), (second, second_data), (usage, usage_data) = batches[0]
+    assert (first_data, second_data) == tuple(AS_SENT)
+    assert first == json.loads(AS_SENT[0]) and second == json.loads(AS_SENT[1])
+    assert usage == {"choices": [], "usage": USAGE} and usage_data is None  # changed: not the upstream's bytes
+
+
+@pytest.mark.parametrize("include_usage", [False, True])
+def test_the_sse_body_passes_unchanged_events_as_received_in_one_write(whole_body, include_usage):
+    from app.streaming import EventStream, encode_event
+
+    writes = list(EventStream(_relay(whole_body).stream(CHAT, "m", {"model": "m", "messages": []}),
+                              include_usage))
+    usage = encode_event({"choices": [], "usage": USAGE}) if include_usage else b""
+    assert writes == [b"".join(b"data: " + data + b"\n\n" for data in AS_SENT) + usage, b"data: [DONE]\n\n"]
+
+
+def test_the_connection_goes_back_to_the_pool_after_done(whole_body):
+    relay = _relay(whole_body)
+    for _ in range(3):
+        assert len(list(relay.stream(CHAT, "m", {"model": "m", "messages": []}))) == 3
+    assert whole_body.connections == 1

@@ -149,51 +149,7 @@ class FrameStream:
             raise self._broken() from None
 
     def _body_pieces(self) -> Iterator[bytes]:
-        """The body as it arrives. A chunked body (FastChat's workers send one HTTP chunk per frame) is decoded
-        here from what the connection received: first what http.client's reader buffered with the headers (its
-        8 KiB buffer, taken whole by one read1), then one recv() per read from the socket itself, each taking
-        everything received so far (several frames when the gateway fell behind), where urllib3 hands over one
-        HTTP chunk at a time through four layers of Python. urllib3 still owns the connection (its socket, read
-        timeout, pool); at the body's end the connection goes back to its pool, as urllib3 itself does."""
-        raw = self._response.raw
-        message = getattr(raw, "_fp", None)  # urllib3's http.client response
-        reader = getattr(message, "fp", None)
-        if not (isinstance(message, http.client.HTTPResponse) and message.chunked and message.chunk_left is None
-                and hasattr(reader, "read1") and not raw.headers.get("content-encoding")):
-            yield from self._response.iter_content(chunk_size=None)  # not chunked, encoded, or a test's fake
-            return
-        body = ChunkedBody()
-        data = body.feed(reader.read1(_READ_SIZE))  # what came with the headers, or one read: the buffer is empty
-        if data:
-            yield data
-        sock = getattr(raw.connection, "sock", None)
-        timeout = sock.gettimeout() if _kernel_timeouts(sock) else None
-        if timeout:
-            # The read timeout kept by the kernel (SO_RCVTIMEO on a blocking socket): Python's own timeout costs a
-            # poll() before every recv(), one more GIL release and retake per frame.
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, _timeval(timeout))
-            sock.settimeout(None)
-        receive = sock.recv if sock is not None else reader.read1
-        try:
-            while not body.done:
-                try:
-                    received = receive(_READ_SIZE)
-                except BlockingIOError:  # SO_RCVTIMEO ran out
-                    raise TimeoutError from None
-                if not received:
-                    raise TruncatedFrameError("the connection closed inside the chunked body")
-                data = body.feed(received)
-                if data:
-                    yield data
-        finally:
-            if timeout:
-                try:
-                    sock.settimeout(timeout)
-                    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, _timeval(0))
-                except OSError:  # closed meanwhile (the client left): nothing to restore
-                    pass
-        message.close()  # what http.client does at a chunked body's end: the socket stays open for reuse
-        raw.release_conn()
+        return iter(BodyPieces(self._response))
 
     def close(self) -> None:
         drop_connection(self._response)
@@ -201,6 +157,107 @@ class FrameStream:
     def _broken(self) -> UpstreamError:
         return UpstreamError(BAD_RESPONSE, f"The {self._upstream} closed the stream before it finished.",
                              upstream=self._upstream)
+
+
+class BodyPieces:
+    """A streamed response's body as it arrives; iterate for the pieces.
+
+    A chunked body (FastChat's workers send one HTTP chunk per frame, OpenAI-compatible servers one per event) is
+    decoded here from what the connection received: first what http.client's reader buffered with the headers
+    (its 8 KiB buffer, taken whole by one read1), then one recv() per read from the socket itself, each taking
+    everything received so far (several frames or events when the gateway fell behind), where urllib3 hands
+    over one HTTP chunk at a time through four layers of Python. urllib3 still owns the connection (its socket,
+    read timeout, pool); as soon as the body's end is read (before its last piece is handed on) the connection
+    goes back to its pool, as urllib3 itself does. Any other body (not chunked, encoded, a test's fake) comes
+    through iter_content."""
+
+    def __init__(self, response: requests.Response):
+        self._response = response
+        raw = response.raw
+        self._message = getattr(raw, "_fp", None)  # urllib3's http.client response
+        self._reader = getattr(self._message, "fp", None)
+        self.chunked = (isinstance(self._message, http.client.HTTPResponse) and self._message.chunked
+                         and self._message.chunk_left is None and hasattr(self._reader, "read1")
+                         and not raw.headers.get("content-encoding"))
+        self._body = ChunkedBody()
+        self._kernel_timeout: tuple | None = None  # (socket, Python timeout) while SO_RCVTIMEO stands in
+        self.released = False  # the whole body was read and the connection went back to its pool
+
+    def __iter__(self) -> Iterator[bytes]:
+        if not self.chunked:
+            yield from self._response.iter_content(chunk_size=None)
+            return
+        data = self._feed(self._reader.read1(_READ_SIZE))  # what came with the headers, or one read
+        if data:
+            yield data
+        if self._body.done:
+            return
+        sock = getattr(self._response.raw.connection, "sock", None)
+        timeout = sock.gettimeout() if _kernel_timeouts(sock) else None
+        if timeout:
+            # The read timeout kept by the kernel (SO_RCVTIMEO on a blocking socket): Python's own timeout costs a
+            # poll() before every recv(), one more GIL release and retake per frame. Put back as it was before
+            # the connection goes back to its pool (_feed), or when the reading stops.
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, _timeval(timeout))
+            sock.settimeout(None)
+            self._kernel_timeout = (sock, timeout)
+        receive = sock.recv if sock is not None else self._reader.read1
+        try:
+            while not self._body.done:
+                try:
+                    received = receive(_READ_SIZE)
+                except BlockingIOError:  # SO_RCVTIMEO ran out
+                    raise TimeoutError from None
+                if not received:
+                    raise TruncatedFrameError("the connection closed inside the chunked body")
+                data = self._feed(received)
+                if data:
+                    yield data
+        finally:
+            self._restore_timeout()
+
+    def read_end_if_arrived(self) -> bool:
+        """After the last event: read the body's end if it is already there, without waiting (the end of a
+        chunked body usually follows its last data at once), so the connection goes back to its pool rather
+        than being dropped. True when the body is complete and the connection released."""
+        if self.released or not self.chunked:
+            return self.released
+        sock = getattr(self._response.raw.connection, "sock", None)
+        if sock is None:
+            return False
+        try:
+            for _ in range(4):
+                received = sock.recv(_READ_SIZE, socket.MSG_DONTWAIT)
+                if not received:
+                    return False
+                self._feed(received)
+                if self._body.done:
+                    break
+        except (BlockingIOError, InterruptedError):
+            return False
+        except (OSError, ChunkedBodyError):
+            return False
+        return self.released
+
+    def _feed(self, received: bytes) -> bytes:
+        data = self._body.feed(received)
+        if self._body.done and not self.released:
+            self._restore_timeout()
+            self._message.close()  # what http.client does at a chunked body's end: the socket stays open for reuse
+            self._response.raw.release_conn()
+            self.released = True
+        return data
+
+    def _restore_timeout(self) -> None:
+        if self._kernel_timeout is None:
+            return
+        sock, timeout = self._kernel_timeout
+        self._kernel_timeout = None
+        try:
+            sock.settimeout(timeout)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, _timeval(0))
+        except OSError:  # closed meanwhile (the client left): nothing to restore
+            pass
 
 
 # A whole reply larger than this is no chat, completion or embedding reply (the largest, embeddings of a full

@@ -128,6 +128,22 @@ class TestWholeReplies:
         wrong = post(client, model="routed", messages=CHAT["messages"], logit_bias={"1": 2}, top_p="high")
         assert wrong.status_code == 400  # unsupported and invalid: the invalid field is still refused
 
+    def test_content_parts_fastchat_workers_lack_reach_a_routed_upstream(self, client, upstream):
+        """input_audio and file parts are refused for FastChat workers, by name; a routed model's upstream may
+        take them (vLLM serves audio models), so it is sent the message whole."""
+        content = [{"type": "text", "text": "What is said?"},
+                   {"type": "input_audio", "input_audio": {"data": "UklGRg==", "format": "wav"}},
+                   {"type": "file", "file": {"file_id": "file-1"}}]
+        messages = [{"role": "user", "content": content}]
+        refused = post(client, model="fastchat-model", messages=messages)
+        assert refused.status_code == 400 and refused.get_json()["error"]["code"] == "unsupported_parameter"
+        call = upstream.post(f"{A}/chat/completions", json=REPLY)
+        response = post(client, model="routed", messages=messages)
+        assert response.status_code == 200, response.get_json()
+        assert sent(call.calls[0])["messages"] == messages
+        broken = post(client, model="routed", messages=[{"role": "user", "content": [*content, {"type": "nope"}]}])
+        assert broken.status_code == 400  # a part that is no content part at all is still refused
+
     def test_the_access_log_counts_the_upstreams_usage(self, client, upstream, caplog):
         upstream.post(f"{A}/chat/completions", json=REPLY)
         with caplog.at_level(logging.INFO, logger="app.access"):

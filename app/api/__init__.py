@@ -124,9 +124,9 @@ def load_body(schema_name: str) -> dict:
 
 
 def _load_for_upstream(schema: Schema, data: dict, exc: ValidationError) -> dict | None:
-    """For a routed model, the params without the top-level fields refused only as unsupported by FastChat
-    workers (logit_bias, suffix...): its upstream may support them, and is sent them (the client's body). None
-    when the model is not routed or anything else is wrong."""
+    """For a routed model, the params without what is refused only as unsupported by FastChat workers (fields
+    such as logit_bias and suffix, content parts such as input_audio): its upstream may support them, and is sent
+    them (the client's body). None when the model is not routed or anything else is wrong."""
     model = data.get("model")
     if not isinstance(model, str) or not get_cluster().routes(model) or not isinstance(exc.messages, dict):
         return None
@@ -135,9 +135,25 @@ def _load_for_upstream(schema: Schema, data: dict, exc: ValidationError) -> dict
                for key, problems in exc.messages.items()):
         return None
     try:
-        return schema.load({key: value for key, value in data.items() if key not in exc.messages})
+        return schema.load(_without(data, exc.messages))
     except ValidationError:
         return None
+
+
+def _without(value, problems: dict):
+    """A copy of `value` without the dict keys and list items that `problems` (marshmallow's nested error
+    messages: a dict per level, a list of messages at a leaf) finds fault with."""
+    def kept(key) -> bool:
+        return not (key in problems and not isinstance(problems[key], dict))
+
+    def inner(key, item):
+        return _without(item, problems[key]) if isinstance(problems.get(key), dict) else item
+
+    if isinstance(value, dict):
+        return {key: inner(key, item) for key, item in value.items() if kept(key)}
+    if isinstance(value, list):
+        return [inner(index, item) for index, item in enumerate(value) if kept(index)]
+    return value
 
 
 def _leaves(messages, path: str = ""):

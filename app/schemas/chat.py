@@ -51,18 +51,22 @@ class MessageContent(fields.Field):
             return value
         if not isinstance(value, list):
             raise self.make_error("invalid")
-        texts, images = [], []
-        for index, part in enumerate(value):
+        texts, images, errors = [], [], {}
+        for index, part in enumerate(value):  # every part's problem, so that each can be told (or spared)
             kind = part.get("type") if isinstance(part, dict) else None
             if kind == "text" and isinstance(part.get("text"), str):
                 texts.append(part["text"])
             elif kind == "image_url":
-                images.append((index, _image_url(part.get("image_url"), index)))
+                try:
+                    images.append((index, _image_url(part.get("image_url"), index)))
+                except ValidationError as exc:
+                    errors.update(exc.messages)
             elif kind in ("input_audio", "file"):
-                message = UnsupportedMessage(f"Content parts of type '{kind}' are not supported.")
-                raise ValidationError({index: [message]})
+                errors[index] = [UnsupportedMessage(f"Content parts of type '{kind}' are not supported.")]
             else:
-                raise ValidationError({index: ["Must be a content part such as {\"type\": \"text\", \"text\": ...}."]})
+                errors[index] = ["Must be a content part such as {\"type\": \"text\", \"text\": ...}."]
+        if errors:
+            raise ValidationError(errors)
         # FastChat joins the text parts of one message with newlines.
         return ContentParts("\n".join(texts), tuple(images)) if images else "\n".join(texts)
 

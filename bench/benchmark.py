@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import json
 import os
 import platform
 import shutil
@@ -34,7 +33,7 @@ from pathlib import Path
 
 from bench import loadgen
 from bench.report import (HEADER, HEADLINE, evaluate, evaluate_issue15, fmt_ms, format_ratios, format_row, log,
-                          print_summary, server_cpu)
+                          print_summary, server_cpu, write_results)
 from bench.stack import KINDS, MESSAGE, Stack
 from harness import fastchat
 from harness.procs import REPO_ROOT, wait_until
@@ -359,16 +358,7 @@ def main(argv: list[str] | None = None) -> int:
                                                 {"gateway": memory["gateway"]})
         result["meta"]["duration_s"] = round(time.monotonic() - t0, 1)
         print_summary(result)
-        json_path = out_dir / f"{stem}.json"
-        json_path.write_text(json.dumps(result, indent=2) + "\n")
-        log(f"\nwrote {json_path}")
-        try:
-            from bench import chart
-            png = out_dir / f"{stem}.png"
-            chart.make_chart(result, png)
-            log(f"wrote {png}")
-        except ImportError as exc:
-            log(f"no chart: {exc} (pip install -e '.[bench]')")
+        write_results(result, out_dir, stem, "chart")
         log(f"total {result['meta']['duration_s']:.0f} s")
         ok = True
         if args.strict and any(c["pass"] is False for c in result["targets"]):

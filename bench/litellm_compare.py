@@ -33,7 +33,7 @@ from pathlib import Path
 from bench import loadgen
 from bench.benchmark import loadavg, parse_env, versions
 from bench.litellm_report import HEADER, LABELS, TARGETS, evaluate, format_check, format_row, headline
-from bench.report import log
+from bench.report import log, write_results
 from bench.stack import GUNICORN_SETTINGS, MESSAGE
 from harness import litellm
 from harness.gateway import Gateway, production_environ
@@ -258,16 +258,7 @@ def main(argv: list[str] | None = None) -> int:
         result["targets"] = evaluate(scenarios)
         result["meta"]["duration_s"] = round(time.monotonic() - t0, 1)
         print_summary(result)
-        json_path = out_dir / f"{stem}.json"
-        json_path.write_text(json.dumps(result, indent=2) + "\n")
-        log(f"\nwrote {json_path}")
-        try:
-            from bench import litellm_chart
-            png = out_dir / f"{stem}.png"
-            litellm_chart.make_chart(result, png)
-            log(f"wrote {png}")
-        except ImportError as exc:
-            log(f"no chart: {exc} (pip install -e '.[bench]')")
+        write_results(result, out_dir, stem, "litellm_chart")
         log(f"total {result['meta']['duration_s']:.0f} s")
         ok = True
         return 1 if args.strict and any(c["pass"] is False for c in result["targets"]) else 0

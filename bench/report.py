@@ -27,6 +27,24 @@ def log(msg: str) -> None:
     print(msg, flush=True)
 
 
+def write_results(result: dict, out_dir, stem: str, chart_module: str) -> None:
+    """result as out_dir/stem.json, and its chart as stem.png by bench.<chart_module>.make_chart when matplotlib
+    (the bench extra) is there."""
+    import importlib
+    import json
+
+    json_path = out_dir / f"{stem}.json"
+    json_path.write_text(json.dumps(result, indent=2) + "\n")
+    log(f"\nwrote {json_path}")
+    try:
+        chart = importlib.import_module(f"bench.{chart_module}")
+        png = out_dir / f"{stem}.png"
+        chart.make_chart(result, png)
+        log(f"wrote {png}")
+    except ImportError as exc:
+        log(f"no chart: {exc} (pip install -e '.[bench]')")
+
+
 def fmt_ms(v) -> str:
     return "-" if v is None else (f"{v:.2f}" if v < 10 else f"{v:.1f}" if v < 1000 else f"{v:.0f}")
 

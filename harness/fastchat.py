@@ -7,13 +7,12 @@ The virtualenvs are ``.venv-fastchat`` (controller and API server; ``$FASTCHAT_V
 from __future__ import annotations
 
 import os
-import subprocess
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 import requests
 
-from harness.procs import REPO_ROOT, Proc, ProcError, free_port, wait_until
+from harness.procs import REPO_ROOT, PrerequisiteMissing, Proc, build_peer_folder, free_port, wait_until
 
 VENV_SCRIPT = Path(__file__).resolve().with_name("fastchat_venv.sh")
 VENVS = {  # mode of fastchat_venv.sh -> (environment variable, default folder)
@@ -28,9 +27,6 @@ def venv_path(mode: str) -> Path:
     return Path(os.environ.get(variable) or default)
 
 
-class PrerequisiteMissing(ProcError):
-    """A FastChat virtualenv could not be made; the message says why."""
-
 
 def ensure_fastchat_venv(mode: str, path: str | os.PathLike | None = None, timeout: float = 1200) -> Path:
     """Run ``fastchat_venv.sh MODE PATH`` (instant when its stamp is current).
@@ -41,29 +37,8 @@ def ensure_fastchat_venv(mode: str, path: str | os.PathLike | None = None, timeo
     """
     path = Path(path) if path is not None else venv_path(mode)
     cmd = ["bash", str(VENV_SCRIPT), mode, str(path)]
-    try:
-        res = subprocess.run(
-            cmd, check=False, stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=timeout
-        )
-    except subprocess.TimeoutExpired as exc:
-        raise PrerequisiteMissing(
-            f"prerequisite missing: {' '.join(cmd)} did not finish in {timeout:.0f}s"
-        ) from exc
-    if res.returncode != 0:
-        out = "\n".join(
-            line
-            for line in (res.stdout + res.stderr).splitlines()
-            if "is ignored: it is neither a file nor a directory" not in line  # pip config noise
-        )
-        lines = out.splitlines()[-40:]
-        lead = next(
-            (ln.split("fastchat_venv: ", 1)[1] for ln in reversed(lines)
-             if "prerequisite missing:" in ln),
-            f"prerequisite missing: the FastChat {mode} virtualenv could not be built",
-        )
-        raise PrerequisiteMissing(
-            f"{lead}\n(command: {' '.join(cmd)} -> exit {res.returncode})\n" + "\n".join(lines)
-        )
+    build_peer_folder(cmd, "fastchat_venv",
+                      f"prerequisite missing: the FastChat {mode} virtualenv could not be built", timeout)
     return path / "bin" / "python"
 
 

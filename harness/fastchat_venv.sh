@@ -20,7 +20,7 @@
 #                           machines that do not have the CPU wheel on disk.
 #   PIP_CACHE_DIR etc.      honoured by pip as usual.
 #
-# The stamp file DIR/.fastchat-venv-stamp holds a hash of this script, the mode
+# The stamp file DIR/.fastchat-venv-stamp holds a hash of this script (and harness/peer_venv.sh), the mode
 # and the base interpreter; when it matches, the script exits 0 at once.
 # Changing any pin below therefore rebuilds the venv from scratch.
 set -euo pipefail
@@ -119,47 +119,10 @@ MODEL_WORKER_PINS=(
 )
 # ---------------------------------------------------------------------------
 
-T0=$(date +%s.%N)
-LAST=$T0
-elapsed() { # elapsed LABEL: print time since the previous step and since start
-    local now
-    now=$(date +%s.%N)
-    awk -v l="$1" -v a="$LAST" -v b="$now" -v t="$T0" \
-        'BEGIN { printf "fastchat_venv: %-28s %6.1fs  (total %6.1fs)\n", l, b - a, b - t }'
-    LAST=$now
-}
-die() { # die CODE MESSAGE
-    echo "fastchat_venv: $2" >&2
-    exit "$1"
-}
-
-# Serialise concurrent runs for the same DIR (two pytest sessions, say).
-LOCK="${TMPDIR:-/tmp}/fastchat-venv-$(printf '%s' "$DIR" | sha256sum | cut -c1-16).lock"
-exec 9>"$LOCK"
-if command -v flock >/dev/null 2>&1; then
-    flock 9
-fi
-
-PY_ID=$("$PYTHON" -c 'import sys; print(sys.version.split()[0], sys.executable)') ||
-    die 2 "base interpreter '$PYTHON' does not run"
-WANT_STAMP=$( { sha256sum <"$SCRIPT_PATH"; echo "mode=$MODE"; echo "python=$PY_ID"; } | sha256sum | cut -c1-64)
-
-if [[ -f "$STAMP" && -x "$DIR/bin/python" && "$(cat "$STAMP")" == "$WANT_STAMP" ]]; then
-    echo "fastchat_venv: $DIR ($MODE) up to date"
-    exit 0
-fi
-
-# Only ever wipe a directory that is empty or already a virtualenv.
-if [[ -d "$DIR" && -n "$(ls -A "$DIR")" && ! -f "$DIR/pyvenv.cfg" ]]; then
-    die 2 "$DIR exists, is not empty and is not a virtualenv; refusing to touch it"
-fi
-
-echo "fastchat_venv: building $MODE venv in $DIR (python $PY_ID)"
-rm -f "$STAMP"
-"$PYTHON" -m venv --clear "$DIR"
-VPY="$DIR/bin/python"
-PIP=("$VPY" -m pip install --disable-pip-version-check --no-input --quiet)
-elapsed "venv created"
+NAME=fastchat_venv
+# shellcheck source=harness/peer_venv.sh
+source "$(dirname "$SCRIPT_PATH")/peer_venv.sh"
+peer_venv_start python "$MODE venv" "mode=$MODE"
 
 if [[ "$MODE" == model-worker ]]; then
     # Torch FIRST and pinned, so nothing later pulls a CUDA build.  Ask pip which

@@ -7,10 +7,9 @@ LITELLM_LOCAL_MODEL_COST_MAP=True (its bundled cost map, no fetch), telemetry of
 from __future__ import annotations
 
 import os
-import subprocess
 from pathlib import Path
 
-from harness.procs import REPO_ROOT, Proc, ProcError, free_port
+from harness.procs import REPO_ROOT, PrerequisiteMissing, Proc, build_peer_folder, free_port
 
 VENV_SCRIPT = Path(__file__).resolve().with_name("litellm_venv.sh")
 MASTER_KEY = "sk-litellm-master"
@@ -21,26 +20,13 @@ def venv_path() -> Path:
     return Path(os.environ.get("LITELLM_VENV") or REPO_ROOT / ".venv-litellm")
 
 
-class PrerequisiteMissing(ProcError):
-    """The LiteLLM virtualenv could not be made; the message says why."""
-
 
 def ensure_litellm_venv(path: str | os.PathLike | None = None, timeout: float = 1200) -> Path:
     """Run ``litellm_venv.sh PATH`` (instant when its stamp is current); return the venv's folder.  Raises
     PrerequisiteMissing (message starting "prerequisite missing:") on any failure."""
     path = Path(path) if path is not None else venv_path()
     cmd = ["bash", str(VENV_SCRIPT), str(path)]
-    try:
-        res = subprocess.run(cmd, check=False, stdin=subprocess.DEVNULL, capture_output=True, text=True,
-                             timeout=timeout)
-    except subprocess.TimeoutExpired as exc:
-        raise PrerequisiteMissing(f"prerequisite missing: {' '.join(cmd)} did not finish in {timeout:.0f}s") from exc
-    if res.returncode != 0:
-        lines = [line for line in (res.stdout + res.stderr).splitlines()
-                 if "is ignored: it is neither a file nor a directory" not in line][-40:]
-        lead = next((ln.split("litellm_venv: ", 1)[1] for ln in reversed(lines) if "prerequisite missing:" in ln),
-                    "prerequisite missing: the LiteLLM virtualenv could not be built")
-        raise PrerequisiteMissing(f"{lead}\n(command: {' '.join(cmd)} -> exit {res.returncode})\n" + "\n".join(lines))
+    build_peer_folder(cmd, "litellm_venv", "prerequisite missing: the LiteLLM virtualenv could not be built", timeout)
     return path
 
 

@@ -17,7 +17,7 @@
 #   LITELLM_VENV_PYTHON  base interpreter for `-m venv` (default: python3)
 #   PIP_CACHE_DIR etc.   honoured by pip as usual.
 #
-# The stamp file DIR/.litellm-venv-stamp holds a hash of this script, of
+# The stamp file DIR/.litellm-venv-stamp holds a hash of this script (and harness/peer_venv.sh), of
 # harness/litellm_constraints.txt and of the base interpreter; when it matches,
 # the script exits 0 at once.  Changing the pin rebuilds the venv from scratch.
 set -euo pipefail
@@ -44,46 +44,10 @@ LITELLM_VERSION=1.106.12
 LITELLM_PIN="litellm[proxy]==$LITELLM_VERSION"
 # ---------------------------------------------------------------------------
 
-T0=$(date +%s.%N)
-LAST=$T0
-elapsed() {
-    local now
-    now=$(date +%s.%N)
-    awk -v l="$1" -v a="$LAST" -v b="$now" -v t="$T0" \
-        'BEGIN { printf "litellm_venv: %-28s %6.1fs  (total %6.1fs)\n", l, b - a, b - t }'
-    LAST=$now
-}
-die() { echo "litellm_venv: $2" >&2; exit "$1"; }
-
-LOCK="${TMPDIR:-/tmp}/litellm-venv-$(printf '%s' "$DIR" | sha256sum | cut -c1-16).lock"
-exec 9>"$LOCK"
-if command -v flock >/dev/null 2>&1; then
-    flock 9
-fi
-
-PY_ID=$("$PYTHON" -c 'import sys; print(sys.version.split()[0], sys.executable)') ||
-    die 2 "base interpreter '$PYTHON' does not run"
-WANT_STAMP=$( {
-    sha256sum <"$SCRIPT_PATH"
-    if [[ -f "$CONSTRAINTS" ]]; then sha256sum <"$CONSTRAINTS"; fi
-    echo "python=$PY_ID"
-} | sha256sum | cut -c1-64)
-
-if [[ -f "$STAMP" && -x "$DIR/bin/litellm" && "$(cat "$STAMP")" == "$WANT_STAMP" ]]; then
-    echo "litellm_venv: $DIR up to date"
-    exit 0
-fi
-
-if [[ -d "$DIR" && -n "$(ls -A "$DIR")" && ! -f "$DIR/pyvenv.cfg" ]]; then
-    die 2 "$DIR exists, is not empty and is not a virtualenv; refusing to touch it"
-fi
-
-echo "litellm_venv: building venv in $DIR (python $PY_ID)"
-rm -f "$STAMP"
-"$PYTHON" -m venv --clear "$DIR"
-VPY="$DIR/bin/python"
-PIP=("$VPY" -m pip install --disable-pip-version-check --no-input --quiet)
-elapsed "venv created"
+NAME=litellm_venv
+# shellcheck source=harness/peer_venv.sh
+source "$(dirname "$SCRIPT_PATH")/peer_venv.sh"
+peer_venv_start litellm "venv"
 
 CARGS=()
 if [[ -f "$CONSTRAINTS" ]]; then CARGS=(-c "$CONSTRAINTS"); fi

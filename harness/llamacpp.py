@@ -12,7 +12,7 @@ import os
 import subprocess
 from pathlib import Path
 
-from harness.procs import REPO_ROOT, Proc, ProcError, free_port
+from harness.procs import REPO_ROOT, PrerequisiteMissing, Proc, build_peer_folder, free_port
 
 HERE = Path(__file__).resolve().parent
 VENV_SCRIPT = HERE / "llamacpp_venv.sh"
@@ -26,26 +26,13 @@ def venv_path() -> Path:
     return Path(os.environ.get("LLAMACPP_VENV") or REPO_ROOT / ".venv-llamacpp")
 
 
-class PrerequisiteMissing(ProcError):
-    """llama-server or the tiny model could not be made; the message says why."""
-
 
 def ensure_llamacpp_venv(path: str | os.PathLike | None = None, timeout: float = 1800) -> Path:
     """Run ``llamacpp_venv.sh PATH`` (instant when its stamp is current; a first build compiles llama-server, some
     minutes on two cores); return the folder.  Raises PrerequisiteMissing ("prerequisite missing: ...")."""
     path = Path(path) if path is not None else venv_path()
     cmd = ["bash", str(VENV_SCRIPT), str(path)]
-    try:
-        res = subprocess.run(cmd, check=False, stdin=subprocess.DEVNULL, capture_output=True, text=True,
-                             timeout=timeout)
-    except subprocess.TimeoutExpired as exc:
-        raise PrerequisiteMissing(f"prerequisite missing: {' '.join(cmd)} did not finish in {timeout:.0f}s") from exc
-    if res.returncode != 0:
-        lines = [line for line in (res.stdout + res.stderr).splitlines()
-                 if "is ignored: it is neither a file nor a directory" not in line][-40:]
-        lead = next((ln.split("llamacpp_venv: ", 1)[1] for ln in reversed(lines) if "prerequisite missing:" in ln),
-                    "prerequisite missing: llama-server could not be built")
-        raise PrerequisiteMissing(f"{lead}\n(command: {' '.join(cmd)} -> exit {res.returncode})\n" + "\n".join(lines))
+    build_peer_folder(cmd, "llamacpp_venv", "prerequisite missing: llama-server could not be built", timeout)
     return path
 
 

@@ -22,7 +22,7 @@
 #   LLAMACPP_BUILD_JOBS   parallel compile jobs (default: nproc)
 #   PIP_CACHE_DIR etc.    honoured by pip as usual.
 #
-# The stamp file DIR/.llamacpp-venv-stamp holds a hash of this script, of harness/llamacpp_constraints.txt and of
+# The stamp file DIR/.llamacpp-venv-stamp holds a hash of this script (and harness/peer_venv.sh), of harness/llamacpp_constraints.txt and of
 # the base interpreter; when it matches, the script exits 0 at once.  Changing a pin rebuilds from scratch.
 set -euo pipefail
 
@@ -55,48 +55,13 @@ CMAKE_FLAGS=(
 )
 # ---------------------------------------------------------------------------
 
-T0=$(date +%s.%N)
-LAST=$T0
-elapsed() {
-    local now
-    now=$(date +%s.%N)
-    awk -v l="$1" -v a="$LAST" -v b="$now" -v t="$T0" \
-        'BEGIN { printf "llamacpp_venv: %-28s %6.1fs  (total %6.1fs)\n", l, b - a, b - t }'
-    LAST=$now
-}
-die() { echo "llamacpp_venv: $2" >&2; exit "$1"; }
-
-LOCK="${TMPDIR:-/tmp}/llamacpp-venv-$(printf '%s' "$DIR" | sha256sum | cut -c1-16).lock"
-exec 9>"$LOCK"
-if command -v flock >/dev/null 2>&1; then
-    flock 9
-fi
-
-PY_ID=$("$PYTHON" -c 'import sys; print(sys.version.split()[0], sys.executable)') ||
-    die 2 "base interpreter '$PYTHON' does not run"
-WANT_STAMP=$( {
-    sha256sum <"$SCRIPT_PATH"
-    if [[ -f "$CONSTRAINTS" ]]; then sha256sum <"$CONSTRAINTS"; fi
-    echo "python=$PY_ID"
-} | sha256sum | cut -c1-64)
-
-if [[ -f "$STAMP" && -x "$DIR/bin/llama-server" && "$(cat "$STAMP")" == "$WANT_STAMP" ]]; then
-    echo "llamacpp_venv: $DIR up to date"
-    exit 0
-fi
-
-if [[ -d "$DIR" && -n "$(ls -A "$DIR")" && ! -f "$DIR/pyvenv.cfg" ]]; then
-    die 2 "$DIR exists, is not empty and is not a virtualenv; refusing to touch it"
-fi
+NAME=llamacpp_venv
+# shellcheck source=harness/peer_venv.sh
+source "$(dirname "$SCRIPT_PATH")/peer_venv.sh"
+peer_venv_start llama-server "llama-server"
 command -v c++ >/dev/null 2>&1 || command -v g++ >/dev/null 2>&1 ||
     die 3 "prerequisite missing: no C++ compiler (c++ or g++; Debian: apt-get install g++)"
-
-echo "llamacpp_venv: building in $DIR (python $PY_ID, $JOBS jobs)"
-rm -f "$STAMP"
-"$PYTHON" -m venv --clear "$DIR"
-VPY="$DIR/bin/python"
-PIP=("$VPY" -m pip install --disable-pip-version-check --no-input --quiet)
-elapsed "venv created"
+echo "$NAME: compiling with $JOBS jobs"
 
 CARGS=()
 if [[ -f "$CONSTRAINTS" ]]; then CARGS=(-c "$CONSTRAINTS"); fi

@@ -37,6 +37,28 @@ class ProcError(RuntimeError):
     """A managed process failed to start or become ready."""
 
 
+class PrerequisiteMissing(ProcError):
+    """A peer's folder (a virtualenv, a compiled server) could not be made; the message says why."""
+
+
+def build_peer_folder(cmd: list[str], name: str, fallback: str, timeout: float) -> None:
+    """Run a peer folder builder (harness/*_venv.sh, instant when its stamp is current; its lines start with
+    "NAME: "). Raises PrerequisiteMissing starting with the builder's "prerequisite missing:" line, or with
+    ``fallback``, then the command and the tail of its output."""
+    try:
+        res = subprocess.run(cmd, check=False, stdin=subprocess.DEVNULL, capture_output=True, text=True,
+                             timeout=timeout)
+    except subprocess.TimeoutExpired as exc:
+        raise PrerequisiteMissing(f"prerequisite missing: {' '.join(cmd)} did not finish in {timeout:.0f}s") from exc
+    if res.returncode == 0:
+        return
+    lines = [line for line in (res.stdout + res.stderr).splitlines()
+             if "is ignored: it is neither a file nor a directory" not in line][-40:]  # pip config noise
+    lead = next((line.split(f"{name}: ", 1)[1] for line in reversed(lines)
+                 if f"{name}: " in line and "prerequisite missing:" in line), fallback)
+    raise PrerequisiteMissing(f"{lead}\n(command: {' '.join(cmd)} -> exit {res.returncode})\n" + "\n".join(lines))
+
+
 def _default_ok(resp: requests.Response) -> bool:
     return resp.status_code < 500
 

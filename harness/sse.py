@@ -115,3 +115,15 @@ def parse_json(body: bytes, lenient: bool = False) -> list:
         except ValueError:
             raise SSEError(f"event data is not JSON: {event[:200]!r}") from None
     return decoded + [done]
+
+
+def post_stream(url: str, key: str, body: dict, timeout: float = 30) -> bytes:
+    """POST ``body`` with "stream": true to ``url`` with the API key ``key``: the whole SSE body, once its status
+    (200) and content type (text/event-stream) are checked."""
+    import requests  # the parsers above need no HTTP client
+
+    with requests.post(url, json={**body, "stream": True}, headers={"Authorization": f"Bearer {key}"},
+                       timeout=timeout, stream=True) as resp:
+        assert resp.status_code == 200, resp.text
+        assert resp.headers["content-type"].startswith("text/event-stream"), resp.headers
+        return b"".join(resp.iter_content(chunk_size=None))

@@ -17,7 +17,8 @@ def scenarios(gateway_c1=1.3, litellm_c1=4.0, gateway_cpu=0.3, litellm_cpu=1.0, 
         "direct": summary(1.0, cpu=0.05), "gateway": summary(g, cpu=gateway_cpu),
         "litellm": summary(lite, cpu=litellm_cpu)}}
     stream = {"name": "stream-c16", "stream": True, "concurrency": 16, "results": {
-        "direct": summary(2.0, cpu=0.01, chunks=64_000), "gateway": summary(3.0, cpu=gateway_stream_cpu * 64, chunks=64_000),
+        "direct": summary(2.0, cpu=0.01, chunks=64_000),
+        "gateway": summary(3.0, cpu=gateway_stream_cpu * 64, chunks=64_000),
         "litellm": summary(30.0, cpu=50.0, chunks=64_000)}}
     return [chat(1, gateway_c1, litellm_c1), chat(16, 2.0, 20.0), chat(64, 5.0, 80.0), stream]
 

@@ -16,7 +16,20 @@ def event(content: str) -> bytes:
     return b"data: " + json.dumps({"choices": [{"index": 0, "delta": {"content": content}}]}).encode() + b"\n\n"
 
 
-class Upstream:
+class LocalServer:
+    """A ThreadingHTTPServer on 127.0.0.1 in a daemon thread; ``url`` is its /v1."""
+
+    def _serve(self, handler) -> None:
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/v1"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self):
+        self.server.shutdown()
+        self.server.server_close()
+
+
+class Upstream(LocalServer):
     """Sends one event, waits for `go`, then the rest: a relay that buffered would hang on the first."""
 
     def __init__(self, chunked: bool, finish: bool = True):
@@ -49,14 +62,11 @@ class Upstream:
             def log_message(self, *args):
                 pass
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/v1"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        self._serve(Handler)
 
     def close(self):
         self.go.set()
-        self.server.shutdown()
-        self.server.server_close()
+        super().close()
 
 
 @pytest.mark.parametrize("chunked", [True, False])
@@ -159,7 +169,7 @@ def test_a_chunk_with_content_and_usage_keeps_its_choice():
     assert _relayed(body) == chunks
 
 
-class WholeBodyUpstream:
+class WholeBodyUpstream(LocalServer):
     """A chunked upstream that writes each stream's whole body in one write (events that arrive together, as when
     the gateway fell behind), and counts the connections it accepted."""
 
@@ -186,13 +196,7 @@ class WholeBodyUpstream:
             def log_message(self, *args):
                 pass
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/v1"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-
-    def close(self):
-        self.server.shutdown()
-        self.server.server_close()
+        self._serve(Handler)
 
 
 USAGE = {"prompt_tokens": 8, "completion_tokens": 2, "total_tokens": 10}

@@ -129,10 +129,7 @@ def sdk(stack):
 def raw_stream(stack, body: dict, timeout: float = 30) -> tuple[list, float]:
     """POST a streamed chat to the gateway; the decoded events (strictly framed, "[DONE]" last) and the seconds."""
     started = time.monotonic()
-    with requests.post(f"{stack['gateway'].url}/v1/chat/completions", json={**body, "stream": True},
-                       headers={"Authorization": f"Bearer {KEY}"}, timeout=timeout, stream=True) as resp:
-        assert resp.status_code == 200, resp.text
-        body_bytes = b"".join(resp.iter_content(chunk_size=None))
+    body_bytes = sse.post_stream(f"{stack['gateway'].url}/v1/chat/completions", KEY, body, timeout)
     return sse.parse_json(body_bytes), time.monotonic() - started
 
 

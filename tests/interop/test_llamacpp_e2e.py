@@ -94,12 +94,7 @@ def direct(stack):
 
 def raw_stream(stack, path: str, body: dict, timeout: float = 30) -> list:
     """POST a streamed request to the gateway; the decoded events (strictly framed, "[DONE]" last)."""
-    with requests.post(f"{stack['gateway'].url}/v1/{path}", json={**body, "stream": True},
-                       headers={"Authorization": f"Bearer {KEY}"}, timeout=timeout, stream=True) as resp:
-        assert resp.status_code == 200, resp.text
-        assert resp.headers["content-type"].startswith("text/event-stream")
-        body_bytes = b"".join(resp.iter_content(chunk_size=None))
-    return sse.parse_json(body_bytes)
+    return sse.parse_json(sse.post_stream(f"{stack['gateway'].url}/v1/{path}", KEY, body, timeout))
 
 
 def test_the_routed_models_are_listed(sdk):
